@@ -1,0 +1,1 @@
+"""Trellis: a self-hosted, process-aware CRM."""

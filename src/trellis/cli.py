@@ -1,0 +1,134 @@
+"""The ``trellis`` command.
+
+trellis serve            web UI, task worker and timer sweep together (SQLite by default)
+trellis web              the web server alone (gunicorn), for production
+trellis worker           a task worker with the timer sweep, for production
+trellis demo --scale N   generate a demo dataset
+trellis manage ...       any Django management command (migrate, createsuperuser, ...)
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "trellis.settings")
+
+
+def _manage(*args: str) -> None:
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["trellis", *args])
+
+
+def _django():
+    import django
+
+    django.setup()
+
+
+def _run_together(commands: list[list[str]]) -> int:
+    """Start each command; stop all of them when one ends or on Ctrl-C."""
+    processes = [subprocess.Popen(command) for command in commands]
+
+    def stop(*_args):
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return max((p.returncode or 0) for p in processes)
+
+
+def _gunicorn(bind: str, workers: int, threads: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "trellis.wsgi:application",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--access-logfile",
+        "-",
+        "--graceful-timeout",
+        "10",
+    ]
+
+
+def _worker_commands() -> list[list[str]]:
+    me = [sys.executable, "-m", "trellis.cli"]
+    return [[*me, "manage", "db_worker"], [*me, "manage", "sweep", "--loop"]]
+
+
+def serve(args: argparse.Namespace) -> int:
+    _manage("migrate", "--no-input", "-v", "0")
+    _django()
+    from trellis.core.models import User
+
+    if not args.no_demo and not User.objects.exists():
+        print("First start: loading demo data ...", flush=True)
+        _manage("demo", "--scale", str(args.demo_scale))
+    host, _sep, port = args.bind.rpartition(":")
+    print(
+        f"\nTrellis is running at http://{host}:{port}/\n"
+        "Demo login: admin / trellis-demo (administrator), or minji / trellis-demo (sales)\n"
+        "API docs: /api/docs   Stop: Ctrl-C\n",
+        flush=True,
+    )
+    return _run_together([_gunicorn(args.bind, 2, 4), *_worker_commands()])
+
+
+def web(args: argparse.Namespace) -> int:
+    os.execv(sys.executable, _gunicorn(args.bind, args.workers, args.threads))
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    return _run_together(_worker_commands())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("manage", "demo"):
+        _manage(*(argv[1:] if argv[0] == "manage" else argv))
+        return 0
+    parser = argparse.ArgumentParser(prog="trellis", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("serve", help="web, worker and sweep together")
+    p.add_argument("--bind", default="127.0.0.1:8000")
+    p.add_argument("--no-demo", action="store_true", help="do not load demo data")
+    p.add_argument("--demo-scale", type=int, default=200, help="demo opportunities to create")
+    p.set_defaults(run=serve)
+    p = commands.add_parser("web", help="the web server (gunicorn)")
+    p.add_argument("--bind", default="127.0.0.1:8000")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("TRELLIS_WEB_WORKERS", 2)))
+    p.add_argument("--threads", type=int, default=int(os.environ.get("TRELLIS_WEB_THREADS", 1)))
+    p.set_defaults(run=web)
+    p = commands.add_parser("worker", help="a task worker and the timer sweep")
+    p.set_defaults(run=worker)
+    commands.add_parser("demo", help="generate demo data: trellis demo --scale N")
+    commands.add_parser("manage", help="run a Django management command")
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

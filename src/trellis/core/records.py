@@ -1,0 +1,274 @@
+"""The writes every CRM record shares: create, update with a version check, delete.
+
+Domain services describe a model once with a ``RecordSpec`` and call these functions; each one
+checks the actor's rights, validates, writes in one transaction, records the audit event and
+emits the domain event on commit.
+"""
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
+from django.db.models import ProtectedError
+from django.utils.translation import gettext as _
+
+from . import audit, clock, events, registry
+from .errors import NotFound, PermissionDenied, ServiceError, StaleVersion, ValidationFailed
+from .models import AuditEvent, OwnedRecord, Team, User
+from .visibility import can, visible
+
+
+class InUse(ServiceError):
+    status = 409
+    title = "In use"
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    model: type[OwnedRecord]
+    # Fields a caller may set. Foreign keys may be given as ``name`` or ``name_id``.
+    fields: tuple[str, ...]
+    m2m: tuple[str, ...] = ()
+    # Normalises and checks the instance before it is saved; raises django ValidationError.
+    prepare: Callable[[OwnedRecord], None] | None = None
+    # Says in a few words what a record is, for the audit summary.
+    describe: Callable[[OwnedRecord], str] = str
+    audited: tuple[str, ...] = field(default=())
+
+    @property
+    def object_type(self) -> str:
+        return registry.for_model(self.model).key
+
+    @property
+    def audit_fields(self) -> list[str]:
+        return list(self.audited or (*self.fields, *self.m2m))
+
+
+def create(
+    actor: User,
+    spec: RecordSpec,
+    data: Mapping[str, Any],
+    preset: Mapping[str, Any] | None = None,
+) -> OwnedRecord:
+    """Create a record from caller ``data``; ``preset`` holds values the service decided."""
+    if not can(actor, "create", spec.object_type):
+        raise PermissionDenied(_("You may not create this kind of record."))
+    with transaction.atomic():
+        instance = spec.model(**(preset or {}))
+        m2m_values, input_errors = _assign(actor, spec, instance, data)
+        if instance.owner_id is None:
+            instance.owner = actor
+        if instance.team_id is None and "team" not in data and "team_id" not in data:
+            instance.team_id = instance.owner.team_id
+        _validate(spec, instance, data, input_errors)
+        instance.created_at = instance.updated_at = clock.now()
+        _save(instance)
+        for name, values in m2m_values.items():
+            getattr(instance, name).set(values)
+        audit.record(
+            actor,
+            instance,
+            AuditEvent.Action.CREATED,
+            {k: v for k, v in audit.snapshot(instance, spec.audit_fields).items() if v},
+            spec.describe(instance),
+        )
+        events.emit(f"{spec.object_type}.created", id=instance.pk, actor_id=actor.pk)
+    return instance
+
+
+def update(
+    actor: User,
+    spec: RecordSpec,
+    pk: int,
+    data: Mapping[str, Any],
+    version: int | None,
+) -> OwnedRecord:
+    """Apply ``data`` if the record is still at ``version``; otherwise raise ``StaleVersion``."""
+    with transaction.atomic():
+        instance = _locked(actor, spec, pk)
+        if not can(actor, "edit", spec.object_type):
+            raise PermissionDenied(_("You may not edit this record."))
+        if version is None:
+            raise ValidationFailed({"version": [_("Send the version you edited.")]})
+        if instance.version != version:
+            raise StaleVersion(instance)
+        before = audit.snapshot(instance, spec.audit_fields)
+        m2m_values, input_errors = _assign(actor, spec, instance, data)
+        _validate(spec, instance, data, input_errors)
+        after_fields = {k: v for k, v in audit.snapshot(instance, spec.audit_fields).items()}
+        for name, values in m2m_values.items():
+            after_fields[name] = sorted(v.pk if isinstance(v, models.Model) else v for v in values)
+        changes = audit.diff(before, after_fields)
+        if not changes:
+            return instance
+        instance.version += 1
+        instance.updated_at = clock.now()
+        _save(instance)
+        for name, values in m2m_values.items():
+            getattr(instance, name).set(values)
+        audit.record(actor, instance, AuditEvent.Action.UPDATED, changes, spec.describe(instance))
+        events.emit(
+            f"{spec.object_type}.updated",
+            id=instance.pk,
+            actor_id=actor.pk,
+            changed=sorted(changes),
+        )
+    return instance
+
+
+def delete(actor: User, spec: RecordSpec, pk: int, version: int | None = None) -> None:
+    with transaction.atomic():
+        instance = _locked(actor, spec, pk)
+        if not can(actor, "delete", spec.object_type):
+            raise PermissionDenied(_("You may not delete this record."))
+        if version is not None and instance.version != version:
+            raise StaleVersion(instance)
+        values = audit.snapshot(instance, spec.audit_fields)
+        description = spec.describe(instance)
+        try:
+            with transaction.atomic():
+                instance.delete()
+        except ProtectedError as exc:
+            kinds = sorted({str(o._meta.verbose_name_plural) for o in exc.protected_objects})
+            raise InUse(
+                _("Other records still refer to this one: %(kinds)s.") % {"kinds": ", ".join(kinds)}
+            ) from exc
+        instance.pk = pk
+        audit.record(
+            actor,
+            instance,
+            AuditEvent.Action.DELETED,
+            {k: v for k, v in values.items() if v},
+            description,
+        )
+        events.emit(f"{spec.object_type}.deleted", id=pk, actor_id=actor.pk)
+
+
+def _locked(actor: User, spec: RecordSpec, pk: int) -> OwnedRecord:
+    instance = visible(actor, spec.model).select_for_update(of=("self",)).filter(pk=pk).first()
+    if instance is None:
+        raise NotFound(_("No such record."))
+    return instance
+
+
+def _assign(
+    actor: User, spec: RecordSpec, instance: OwnedRecord, data: Mapping[str, Any]
+) -> tuple[dict[str, list[Any]], dict[str, list[str]]]:
+    """Set the given fields on ``instance``.
+
+    Returns the many-to-many values to set after saving, and the errors met on the way (unknown
+    fields, related records that do not exist), which ``_validate`` reports with the rest.
+    """
+    errors: dict[str, list[str]] = {}
+    m2m_values: dict[str, list[Any]] = {}
+    for key, value in data.items():
+        name = key[:-3] if key.endswith("_id") and key[:-3] in spec.fields else key
+        if name in spec.m2m:
+            try:
+                m2m_values[name] = _related_many(actor, spec.model, name, value)
+            except ValidationError as exc:
+                errors[key] = exc.messages
+            continue
+        if name not in spec.fields:
+            errors[key] = [_("Unknown field.")]
+            continue
+        model_field = spec.model._meta.get_field(name)
+        if model_field.is_relation:
+            try:
+                setattr(instance, name, _related_one(actor, model_field, value))
+            except ValidationError as exc:
+                errors[key] = exc.messages
+        else:
+            setattr(instance, name, "" if value is None and _is_text(model_field) else value)
+    return m2m_values, errors
+
+
+def _is_text(model_field: models.Field) -> bool:
+    return isinstance(model_field, models.CharField | models.TextField) and not model_field.null
+
+
+def _related_one(actor: User, model_field: models.Field, value: Any) -> models.Model | None:
+    """The related object for a foreign key value, looked up through the actor's visibility."""
+    if value in (None, ""):
+        if model_field.null:
+            return None
+        raise ValidationError(_("This field is required."))
+    target = model_field.related_model
+    if isinstance(value, target):
+        value = value.pk
+    try:
+        pk = int(value)
+    except (TypeError, ValueError):
+        raise ValidationError(_("Give the id of an existing record.")) from None
+    if target is User:
+        found = User.objects.filter(pk=pk, is_active=True).first()
+    elif target is Team:
+        found = Team.objects.filter(pk=pk).first()
+    else:
+        found = visible(actor, target).filter(pk=pk).first()
+    if found is None:
+        raise ValidationError(_("No such record: %(id)s.") % {"id": pk})
+    return found
+
+
+def _related_many(actor: User, model: type[models.Model], name: str, values: Any) -> list:
+    if values is None:
+        return []
+    if not isinstance(values, Iterable) or isinstance(values, str | bytes):
+        raise ValidationError(_("Give a list of ids."))
+    target = model._meta.get_field(name).related_model
+    ids = {v.pk if isinstance(v, models.Model) else v for v in values}
+    try:
+        ids = {int(v) for v in ids}
+    except (TypeError, ValueError):
+        raise ValidationError(_("Give a list of ids.")) from None
+    found = list(visible(actor, target).filter(pk__in=ids))
+    missing = ids - {o.pk for o in found}
+    if missing:
+        raise ValidationError(
+            _("No such record: %(ids)s.") % {"ids": ", ".join(map(str, sorted(missing)))}
+        )
+    return found
+
+
+def _validate(
+    spec: RecordSpec,
+    instance: OwnedRecord,
+    data: Mapping[str, Any],
+    input_errors: dict[str, list[str]],
+) -> None:
+    """Run the model's field checks and the spec's own; report errors under the caller's keys."""
+    key_for = {(k[:-3] if k.endswith("_id") else k): k for k in data}
+    errors = dict(input_errors)
+    if spec.prepare:
+        try:
+            spec.prepare(instance)
+        except ValidationError as exc:
+            for name, messages in _message_dict(exc).items():
+                errors.setdefault(name, []).extend(messages)
+    # Foreign keys were resolved through visibility already; skip Django's second look-up.
+    exclude = [f.name for f in spec.model._meta.concrete_fields if f.is_relation] + list(errors)
+    try:
+        instance.full_clean(exclude=exclude, validate_constraints=False)
+    except ValidationError as exc:
+        for name, messages in exc.message_dict.items():
+            errors.setdefault(name, []).extend(messages)
+    if errors:
+        raise ValidationFailed({key_for.get(name, name): msgs for name, msgs in errors.items()})
+
+
+def _message_dict(exc: ValidationError) -> dict[str, list[str]]:
+    return exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+
+
+def _save(instance: OwnedRecord) -> None:
+    try:
+        with transaction.atomic():
+            instance.save()
+    except IntegrityError as exc:
+        # A unique value taken by a concurrent writer between our check and our insert.
+        raise ValidationFailed(
+            {"__all__": [_("This record conflicts with an existing one.")]}
+        ) from exc

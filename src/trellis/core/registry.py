@@ -1,0 +1,49 @@
+"""Object types: the record kinds domain apps hand to core for rights, search and timelines.
+
+Core never imports a domain app; each app registers its models here from ``AppConfig.ready``.
+"""
+
+from dataclasses import dataclass, field
+
+from django.db import models
+
+
+@dataclass(frozen=True)
+class ObjectType:
+    key: str
+    model: type[models.Model]
+    # Role code -> (scope, create, edit, delete): what a fresh install grants.
+    default_rights: dict[str, tuple[str, bool, bool, bool]] = field(default_factory=dict)
+    # Shown in the global search when the model keeps a ``search_text`` column.
+    searchable: bool = False
+    # The URL name of the record's page in the web UI, taking ``pk``.
+    detail_url_name: str = ""
+
+    @property
+    def label(self) -> str:
+        return str(self.model._meta.verbose_name)
+
+    @property
+    def label_plural(self) -> str:
+        return str(self.model._meta.verbose_name_plural)
+
+
+_types: dict[str, ObjectType] = {}
+_by_model: dict[type[models.Model], ObjectType] = {}
+
+
+def register(object_type: ObjectType) -> None:
+    _types[object_type.key] = object_type
+    _by_model[object_type.model] = object_type
+
+
+def get(key: str) -> ObjectType:
+    return _types[key]
+
+
+def for_model(model: type[models.Model]) -> ObjectType:
+    return _by_model[model]
+
+
+def all_types() -> list[ObjectType]:
+    return list(_types.values())

@@ -1,0 +1,104 @@
+"""Writes to core data: users, teams, roles and their rights, API tokens."""
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from . import clock, registry
+from .errors import NotFound, PermissionDenied
+from .models import ApiToken, Role, RoleRight, Team, User, hash_token
+
+DEFAULT_ROLES = {
+    Role.ADMIN: "Administrator",
+    Role.MANAGER: "Manager",
+    Role.SALES: "Sales",
+    Role.SUPPORT: "Support",
+    Role.MARKETING: "Marketing",
+    Role.READ_ONLY: "Read-only",
+}
+
+
+def ensure_default_rights() -> None:
+    """Create the built-in roles, and the default rights of every registered object type.
+
+    Rights an admin has changed are left alone: only missing rows are added.
+    """
+    with transaction.atomic():
+        roles = {}
+        for code, name in DEFAULT_ROLES.items():
+            roles[code], _created = Role.objects.get_or_create(code=code, defaults={"name": name})
+        existing = set(RoleRight.objects.values_list("role__code", "object_type"))
+        missing = []
+        for object_type in registry.all_types():
+            for code, (scope, create, edit, delete) in object_type.default_rights.items():
+                if (code, object_type.key) in existing or code not in roles:
+                    continue
+                missing.append(
+                    RoleRight(
+                        role=roles[code],
+                        object_type=object_type.key,
+                        scope=scope,
+                        can_create=create,
+                        can_edit=edit,
+                        can_delete=delete,
+                    )
+                )
+        RoleRight.objects.bulk_create(missing)
+
+
+def create_user(
+    username: str,
+    password: str | None,
+    *,
+    role: str | None = None,
+    team: Team | None = None,
+    manager: User | None = None,
+    **fields,
+) -> User:
+    with transaction.atomic():
+        user = User(username=username, team=team, manager=manager, **fields)
+        if role:
+            user.role = Role.objects.get(code=role)
+        user.set_password(password) if password else user.set_unusable_password()
+        user.full_clean(exclude=["password"])
+        user.save()
+    return user
+
+
+def create_api_token(actor: User, name: str, user: User | None = None) -> tuple[ApiToken, str]:
+    """A new token for ``user`` (default: the actor). The raw key is returned only here."""
+    user = user or actor
+    if user.pk != actor.pk and not actor.is_superuser:
+        raise PermissionDenied(_("Only an administrator may create tokens for someone else."))
+    raw = ApiToken.new_raw_key()
+    token = ApiToken.objects.create(user=user, name=name[:100], key_hash=hash_token(raw))
+    return token, raw
+
+
+def revoke_api_token(actor: User, token_id: int) -> None:
+    tokens = ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True)
+    if not actor.is_superuser:
+        tokens = tokens.filter(user=actor)
+    if not tokens.update(revoked_at=clock.now()):
+        raise NotFound(_("No such token."))
+
+
+# How stale ``last_used_at`` may get before a request writes it again: one write an hour per
+# token instead of one per request.
+_LAST_USED_RESOLUTION_SECONDS = 3600
+
+
+def authenticate_token(raw: str) -> User | None:
+    if not raw.startswith(ApiToken.PREFIX):
+        return None
+    token = (
+        ApiToken.objects.select_related("user", "user__role")
+        .filter(key_hash=hash_token(raw), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = clock.now()
+    last = token.last_used_at
+    if last is None or (now - last).total_seconds() > _LAST_USED_RESOLUTION_SECONDS:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user

@@ -1,0 +1,99 @@
+"""One function decides which records a user may see: ``visible(user, Model)``.
+
+Every list, search, detail page, API response and export starts from it. A record outside the
+result is answered with 404, so a user cannot learn that it exists.
+"""
+
+from typing import TypeVar
+
+from django.db import models
+from django.db.models import Q
+
+from . import registry
+from .models import Role, RoleRight, Scope, User
+
+M = TypeVar("M", bound=models.Model)
+
+ALL_RIGHTS = ("all", True, True, True)
+
+
+def rights_of(user: User) -> dict[str, tuple[str, bool, bool, bool]]:
+    """Object type -> (scope, create, edit, delete), loaded once per user object."""
+    cached = getattr(user, "_trellis_rights", None)
+    if cached is not None:
+        return cached
+    if not user.is_authenticated or not user.is_active:
+        rights: dict = {}
+    elif user.is_superuser or (user.role_id and _role_code(user) == Role.ADMIN):
+        rights = {t.key: ALL_RIGHTS for t in registry.all_types()}
+    elif user.role_id is None:
+        rights = {}
+    else:
+        rights = {
+            r.object_type: (r.scope, r.can_create, r.can_edit, r.can_delete)
+            for r in RoleRight.objects.filter(role_id=user.role_id)
+        }
+    user._trellis_rights = rights
+    return rights
+
+
+def _role_code(user: User) -> str:
+    return user.role.code if user.role_id else ""
+
+
+def right(user: User, object_type: str) -> tuple[str, bool, bool, bool]:
+    return rights_of(user).get(object_type, (Scope.NONE, False, False, False))
+
+
+def subordinate_ids(user: User) -> set[int]:
+    """The user and everyone who reports to them, at any depth."""
+    cached = getattr(user, "_trellis_subordinates", None)
+    if cached is not None:
+        return cached
+    found = {user.pk}
+    frontier = {user.pk}
+    while frontier:
+        frontier = set(
+            User.objects.filter(manager_id__in=frontier)
+            .exclude(pk__in=found)
+            .values_list("pk", flat=True)
+        )
+        found |= frontier
+    user._trellis_subordinates = found
+    return found
+
+
+def scope_filter(user: User, scope: str) -> Q | None:
+    """The filter for a scope; ``None`` means every row."""
+    if scope == Scope.ALL:
+        return None
+    if scope == Scope.OWN:
+        return Q(owner_id=user.pk)
+    if scope == Scope.TEAM:
+        if user.team_id is None:
+            return Q(owner_id=user.pk)
+        return Q(team_id=user.team_id) | Q(owner_id=user.pk)
+    if scope == Scope.SUBORDINATES:
+        return Q(owner_id__in=subordinate_ids(user))
+    return Q(pk__in=[])
+
+
+def visible(user: User, model: type[M]) -> models.QuerySet[M]:
+    object_type = registry.for_model(model)
+    scope = right(user, object_type.key)[0]
+    queryset = model._default_manager.all()
+    if scope == Scope.NONE:
+        return queryset.none()
+    condition = scope_filter(user, scope)
+    return queryset if condition is None else queryset.filter(condition)
+
+
+def can(user: User, action: str, object_type: str) -> bool:
+    """May the user ``create``, ``edit``, ``delete`` or ``view`` records of this type at all."""
+    scope, create, edit, delete = right(user, object_type)
+    return {
+        "view": scope != Scope.NONE,
+        "create": create,
+        "edit": edit,
+        "delete": delete,
+    }[action]

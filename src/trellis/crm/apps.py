@@ -1,0 +1,88 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+# Role code -> (scope, create, edit, delete) for each CRM object type on a fresh install.
+# Admins change them per role in the admin; these are only the starting point.
+_READ_ALL = ("all", False, False, False)
+DEFAULT_RIGHTS = {
+    "account": {
+        "manager": ("subordinates", True, True, True),
+        "sales": ("team", True, True, False),
+        "support": ("all", False, True, False),
+        "marketing": _READ_ALL,
+        "readonly": _READ_ALL,
+    },
+    "contact": {
+        "manager": ("subordinates", True, True, True),
+        "sales": ("team", True, True, False),
+        "support": ("all", True, True, False),
+        "marketing": ("all", True, True, False),
+        "readonly": _READ_ALL,
+    },
+    "lead": {
+        "manager": ("subordinates", True, True, True),
+        "sales": ("own", True, True, True),
+        "support": ("none", False, False, False),
+        "marketing": ("all", True, True, True),
+        "readonly": _READ_ALL,
+    },
+    "opportunity": {
+        "manager": ("subordinates", True, True, True),
+        "sales": ("own", True, True, True),
+        "support": ("none", False, False, False),
+        "marketing": _READ_ALL,
+        "readonly": _READ_ALL,
+    },
+    "product": {
+        "manager": ("all", True, True, False),
+        "sales": _READ_ALL,
+        "support": _READ_ALL,
+        "marketing": _READ_ALL,
+        "readonly": _READ_ALL,
+    },
+    "order": {
+        "manager": ("subordinates", True, True, True),
+        "sales": ("own", True, True, False),
+        "support": _READ_ALL,
+        "marketing": ("none", False, False, False),
+        "readonly": _READ_ALL,
+    },
+    "activity": {
+        "manager": ("subordinates", True, True, True),
+        "sales": ("team", True, True, True),
+        "support": ("all", True, True, False),
+        "marketing": ("all", True, True, False),
+        "readonly": _READ_ALL,
+    },
+}
+
+
+class CrmConfig(AppConfig):
+    name = "trellis.crm"
+    label = "crm"
+    verbose_name = _("CRM")
+
+    def ready(self) -> None:
+        from trellis.core import registry
+
+        from . import models
+
+        searchable = {"account", "contact", "lead", "opportunity"}
+        for key, model in [
+            ("account", models.Account),
+            ("contact", models.Contact),
+            ("lead", models.Lead),
+            ("opportunity", models.Opportunity),
+            ("product", models.Product),
+            ("order", models.Order),
+            ("activity", models.Activity),
+        ]:
+            registry.register(
+                registry.ObjectType(
+                    key=key,
+                    model=model,
+                    default_rights=DEFAULT_RIGHTS[key],
+                    searchable=key in searchable,
+                    detail_url_name=f"crm:{key}-detail",
+                )
+            )

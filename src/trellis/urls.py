@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from trellis.api.api import api
+
+urlpatterns = [
+    path("", include("trellis.core.urls")),
+    path("crm/", include("trellis.crm.urls")),
+    path("api/", api.urls),
+    path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),
+]
