@@ -3,7 +3,8 @@
 Everything that differs between a laptop and production comes from the environment:
 
 - ``DATABASE_URL``: PostgreSQL in production; unset means SQLite under ``TRELLIS_VAR_DIR``.
-- ``TRELLIS_SECRET_KEY``: required when ``TRELLIS_DEBUG`` is off.
+- ``TRELLIS_SECRET_KEY``: set the same value on every web and worker machine; without it one
+  is generated once and kept in ``var/secret_key``, which suits a single-machine install only.
 - ``TRELLIS_DEBUG``, ``TRELLIS_ALLOWED_HOSTS``, ``TRELLIS_TIME_ZONE``.
 """
 
@@ -73,6 +74,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "trellis.core.middleware.user_language",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -110,6 +112,9 @@ def _database() -> dict:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": VAR_DIR / "trellis.sqlite3",
+        # A file, not Django's in-memory default: concurrent writers in tests then wait for the
+        # lock as they do in production instead of failing at once.
+        "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
         "OPTIONS": {
             # WAL lets readers go on while one writer writes; IMMEDIATE takes the write lock at
             # BEGIN so two writers queue instead of failing with "database is locked" mid-way.
@@ -144,6 +149,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [PACKAGE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

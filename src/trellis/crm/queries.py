@@ -1,20 +1,22 @@
 """Every read of CRM records, always through ``core.visibility``."""
 
 import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
 
-from trellis.core import audit, registry
+from trellis.core import audit, clock, registry
 from trellis.core.errors import NotFound
 from trellis.core.models import User
 from trellis.core.paging import Page, paginate
 from trellis.core.validators import search_query
 from trellis.core.visibility import visible
 
-from .models import Account, Activity, Contact, Lead, Opportunity, Order
+from .models import Account, Activity, Contact, Lead, Opportunity, Order, OrderLine
 
 
 @dataclass(frozen=True)
@@ -196,3 +198,83 @@ def related_summary(user: User, account: Account) -> dict[str, list[Any]]:
         ),
         "orders": list(visible(user, Order).filter(account=account).order_by("-id")[:50]),
     }
+
+
+# Reads for the web UI's pages beside the lists.
+
+
+def regarding(user: User, activities: Iterable[Activity]) -> dict[int, Any]:
+    """The record each activity is about, keyed by activity id, one query per record type.
+
+    A record the user may not see is left out, so a list of activities does not leak its name.
+    """
+    activities = list(activities)
+    wanted: dict[int, set[int]] = defaultdict(set)
+    for activity in activities:
+        wanted[activity.content_type_id].add(activity.object_id)
+    found: dict[int, dict[int, Any]] = {}
+    for content_type_id, ids in wanted.items():
+        model = ContentType.objects.get_for_id(content_type_id).model_class()
+        try:
+            registry.for_model(model)
+        except KeyError:
+            continue
+        found[content_type_id] = visible(user, model).in_bulk(ids)
+    return {
+        activity.pk: found.get(activity.content_type_id, {}).get(activity.object_id)
+        for activity in activities
+    }
+
+
+def labels(user: User, model: type[Any], ids: Iterable[int]) -> dict[int, str]:
+    """Names of the records with these ids that the user may see (for ids in the audit log)."""
+    return {pk: str(found) for pk, found in visible(user, model).in_bulk(set(ids)).items()}
+
+
+def accounts_of(user: User, contact: Contact) -> list[Account]:
+    """The accounts a contact works for, as far as the user may see them."""
+    return list(visible(user, Account).filter(contacts=contact).order_by("name")[:50])
+
+
+@dataclass
+class MyWork:
+    """What the home page shows a user about their own work."""
+
+    open_opportunities: int
+    # Sum of open amounts per currency: [{"currency": "KRW", "total": Decimal}, ...]
+    pipeline: list[dict[str, Any]]
+    open_leads: int
+    closing_soon: list[Opportunity]
+    activities_this_week: int
+    recent_activities: list[Activity]
+
+
+def my_work(user: User, limit: int = 6) -> MyWork:
+    """The user's own open deals and leads, and their latest activities; all use owner indexes."""
+    my_activities = records(user, "activity", filters={"owner": user.pk})
+    open_deals = records(user, "opportunity", filters={"owner": user.pk, "status": "open"})
+    pipeline = list(
+        open_deals.order_by().values("currency").annotate(total=Sum("amount")).order_by("currency")
+    )
+    open_lead_states = [Lead.Status.NEW, Lead.Status.CONTACTED, Lead.Status.QUALIFIED]
+    return MyWork(
+        open_opportunities=open_deals.count(),
+        pipeline=pipeline,
+        open_leads=records(user, "lead", filters={"owner": user.pk})
+        .filter(status__in=open_lead_states)
+        .count(),
+        closing_soon=list(
+            open_deals.filter(expected_close_date__isnull=False).order_by(
+                "expected_close_date", "-id"
+            )[:limit]
+        ),
+        activities_this_week=my_activities.filter(
+            occurred_at__gte=clock.now() - dt.timedelta(days=7)
+        ).count(),
+        recent_activities=list(my_activities.order_by("-occurred_at", "-id")[:limit]),
+    )
+
+
+def order_lines(order: Order) -> list[OrderLine]:
+    """The lines of an order the caller has already got through ``get`` (they share its rights)."""
+    return list(order.lines.select_related("product"))
