@@ -35,3 +35,10 @@ def other_sales(db, team, manager):
 def outsider(db):
     """A sales user in another team with another manager."""
     return factories.user(Role.SALES, username="outsider", team=factories.TeamFactory(name="Busan"))
+
+
+def pytest_configure(config):
+    from django.conf import settings
+
+    # Test users need no strong hashes; the default costs a third of a second per user.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

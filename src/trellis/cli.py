@@ -105,11 +105,7 @@ def worker(args: argparse.Namespace) -> int:
     return _run_together(_worker_commands())
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("manage", "demo"):
-        _manage(*(argv[1:] if argv[0] == "manage" else argv))
-        return 0
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trellis", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("serve", help="web, worker and sweep together")
@@ -126,7 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(run=worker)
     commands.add_parser("demo", help="generate demo data: trellis demo --scale N")
     commands.add_parser("manage", help="run a Django management command")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("manage", "demo"):
+        _manage(*(argv[1:] if argv[0] == "manage" else argv))
+        return 0
+    args = build_parser().parse_args(argv)
     return args.run(args)
 
 

@@ -249,7 +249,12 @@ def _validate(
             for name, messages in _message_dict(exc).items():
                 errors.setdefault(name, []).extend(messages)
     # Foreign keys were resolved through visibility already; skip Django's second look-up.
-    exclude = [f.name for f in spec.model._meta.concrete_fields if f.is_relation] + list(errors)
+    # One left out and still empty is checked here: if it is required, that is a field error.
+    exclude = [
+        f.name
+        for f in spec.model._meta.concrete_fields
+        if f.is_relation and (f.name in key_for or getattr(instance, f.attname) is not None)
+    ] + list(errors)
     try:
         instance.full_clean(exclude=exclude, validate_constraints=False)
     except ValidationError as exc:

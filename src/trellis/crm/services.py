@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from trellis.core import audit, clock, events, records, registry
 from trellis.core.errors import NotFound, PermissionDenied, StaleVersion, ValidationFailed
 from trellis.core.models import AuditEvent, User
-from trellis.core.money import MINOR_UNITS, validate_amount
+from trellis.core.money import MAX_AMOUNT, MINOR_UNITS, validate_amount
 from trellis.core.validators import (
     normalize_business_registration_number,
     normalize_email,
@@ -255,10 +255,13 @@ def _replace_lines(actor: User, order: Order, lines: Sequence[Mapping[str, Any]]
         new_lines.append(order_line)
     if errors:
         raise ValidationFailed(errors)
+    total = sum((line.line_total for line in new_lines), Decimal(0))
+    if total > MAX_AMOUNT:
+        # Each line may be valid and the sum still more than the total column holds.
+        raise ValidationFailed({"lines": [_("The order's total would be too large.")]})
     order.lines.all().delete()
     OrderLine.objects.bulk_create(new_lines)
     digits = MINOR_UNITS[order.currency]
-    total = sum((line.line_total for line in new_lines), Decimal(0))
     order.total = total.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
     order.save(update_fields=["total"])
 
@@ -267,6 +270,8 @@ def _replace_lines(actor: User, order: Order, lines: Sequence[Mapping[str, Any]]
 
 
 def create_activity(actor: User, related_type: str, related_id: int, data: Mapping[str, Any]):
+    if not can(actor, "create", "activity"):
+        raise PermissionDenied(_("You may not create this kind of record."))
     try:
         related_model = registry.get(related_type).model
     except KeyError:
