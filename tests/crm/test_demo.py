@@ -1,0 +1,149 @@
+"""``trellis demo``: the demo dataset is valid data, findable, and safe to load twice."""
+
+import re
+from decimal import ROUND_HALF_UP, Decimal
+from io import StringIO
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import call_command
+
+from trellis.core.models import Role, User
+from trellis.core.money import MINOR_UNITS
+from trellis.core.validators import (
+    normalize_business_registration_number,
+    normalize_email,
+    normalize_phone,
+    search_key,
+)
+from trellis.crm import queries
+from trellis.crm.management.commands.demo import PASSWORD, SEARCH_FIELDS, USERS
+from trellis.crm.models import (
+    Account,
+    Activity,
+    Contact,
+    Lead,
+    Opportunity,
+    Order,
+    OrderLine,
+    Product,
+)
+
+pytestmark = pytest.mark.django_db
+
+HANGUL = re.compile(r"[가-힣]{2,}")
+
+
+def _demo(**options) -> str:
+    out = StringIO()
+    call_command("demo", no_progress=True, stdout=out, stderr=StringIO(), **options)
+    return out.getvalue()
+
+
+@pytest.fixture(params=["services", "bulk"])
+def demo(request):
+    _demo(scale=50, seed=7, method=request.param)
+    return request.param
+
+
+def test_counts_follow_the_scale(demo):
+    assert Opportunity.objects.count() == 50
+    assert Account.objects.count() == 10
+    assert 10 <= Contact.objects.count() <= 20
+    assert Lead.objects.count() == 25
+    assert Product.objects.count() == 30
+    assert Activity.objects.exists()
+    # Every contact belongs to an account, and every account has a contact.
+    assert not Contact.objects.filter(accounts=None).exists()
+    assert not Account.objects.filter(contacts=None).exists()
+
+
+def test_every_value_passes_the_real_validators(demo):
+    for account in Account.objects.all():
+        assert normalize_phone(account.phone) == account.phone
+        assert normalize_email(account.email) == account.email
+        brn = account.business_registration_number
+        assert normalize_business_registration_number(brn) == brn
+    for contact in Contact.objects.all():
+        assert normalize_phone(contact.phone) == contact.phone
+        assert normalize_phone(contact.mobile) == contact.mobile
+        assert normalize_email(contact.email) == contact.email
+    for lead in Lead.objects.all():
+        assert normalize_phone(lead.phone) == lead.phone
+        assert normalize_email(lead.email) == lead.email
+    for user in User.objects.all():
+        assert normalize_email(user.email) == user.email
+
+
+def test_search_text_is_what_the_services_write(demo):
+    for model, fields in SEARCH_FIELDS.items():
+        for record in model.objects.all():
+            expected = search_key(*(getattr(record, f) for f in fields))
+            assert record.search_text == expected, (model, record.pk)
+
+
+def test_deals_are_consistent(demo):
+    for deal in Opportunity.objects.select_related("account"):
+        assert deal.owner.role.code in (Role.SALES, Role.MANAGER)
+        assert deal.team_id == deal.owner.team_id
+        if deal.status == "won":
+            assert deal.probability == 100
+        elif deal.status == "lost":
+            assert deal.probability == 0
+        if deal.currency == "KRW":
+            assert deal.amount == deal.amount.to_integral_value()
+            assert 5_000_000 <= deal.amount <= 500_000_000
+    for order in Order.objects.all():
+        assert order.opportunity.status == "won"
+        lines = list(OrderLine.objects.filter(order=order))
+        assert lines
+        exact = sum(line.line_total for line in lines)
+        step = Decimal(1).scaleb(-MINOR_UNITS[order.currency])
+        assert order.total == exact.quantize(step, rounding=ROUND_HALF_UP)
+    assert not Activity.objects.filter(is_voc=True).exclude(kind="note").exists()
+
+
+def test_global_search_finds_a_demo_account_by_part_of_its_korean_name(demo):
+    admin = User.objects.get(username="admin")
+    account = next(a for a in Account.objects.order_by("-id") if HANGUL.search(a.name))
+    word = HANGUL.search(account.name).group()
+    found = queries.global_search(admin, word[:3])
+    assert account in found["account"]
+
+
+def test_sales_user_sees_own_deals():
+    _demo(scale=50, seed=3)
+    minji = User.objects.get(username="minji")
+    assert minji.get_full_name() == "김민지"
+    assert minji.role.code == Role.SALES
+    assert minji.manager.role.code == Role.MANAGER
+    assert minji.team.name.startswith("서울 영업")
+    mine = queries.records(minji, "opportunity")
+    assert all(deal.owner_id == minji.pk for deal in mine)
+
+
+def test_running_twice_keeps_one_set_of_users_and_logins_work():
+    _demo(scale=20, seed=1)
+    users = User.objects.count()
+    deals = Opportunity.objects.count()
+    second = _demo(scale=20, seed=1)
+    assert User.objects.count() == users == len(USERS)
+    assert Opportunity.objects.count() == deals, "no records added without --append"
+    assert "--append" in second
+    _demo(scale=20, seed=2, append=True)
+    assert User.objects.count() == users
+    assert Product.objects.count() == 30
+    assert Opportunity.objects.count() == deals + 20
+    admin = authenticate(username="admin", password=PASSWORD)
+    assert admin is not None and admin.is_superuser and admin.is_staff
+    assert authenticate(username="minji", password=PASSWORD) is not None
+    assert authenticate(username="minji", password="wrong") is None
+
+
+def test_the_same_seed_gives_the_same_data():
+    _demo(scale=30, seed=11, method="bulk")
+    first = list(Opportunity.objects.order_by("id").values_list("name", "amount", "status"))
+    Opportunity.objects.all().delete()
+    _demo(scale=30, seed=11, method="bulk", append=True)
+    second = list(Opportunity.objects.order_by("id").values_list("name", "amount", "status"))
+    assert first == second
