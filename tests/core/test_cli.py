@@ -3,8 +3,11 @@
 import sys
 
 import pytest
+from django.core.management import call_command
 
 from trellis import cli
+
+from .. import factories
 
 
 def test_manage_runs_a_django_command(capsys):
@@ -77,3 +80,12 @@ def test_bad_arguments_are_refused_with_usage(argv, capsys):
         cli.main(argv)
     assert exit_.value.code == 2
     assert "usage: trellis" in capsys.readouterr().err
+
+
+def test_an_api_token_made_on_the_command_line_opens_the_api(db, client, capsys):
+    factories.user("sales", username="script-owner")
+    call_command("create_api_token", "script-owner", "--name", "nightly import")
+    key = capsys.readouterr().out.strip()
+    answer = client.get("/api/v1/me", headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 200
+    assert answer.json()["username"] == "script-owner"
