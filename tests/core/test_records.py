@@ -457,3 +457,15 @@ def test_a_writer_waits_for_the_one_holding_the_record_then_sees_it_changed(tran
     assert (lost.current.name, lost.current.version) == ("First", 2)
     [state] = threads.run(lambda: account_state(account.pk))
     assert state == ("First", 2, ["created", "updated"])
+
+
+def test_editing_a_contacts_accounts_keeps_the_links_the_editor_cannot_see(sales, outsider):
+    theirs = factories.account(outsider, name="Busan branch")
+    mine, other_mine = factories.account(sales), factories.account(sales)
+    contact = factories.contact(outsider, accounts=[theirs.pk])
+    # The contact is shared with the sales user's team so that they may edit it.
+    Contact.objects.filter(pk=contact.pk).update(team=sales.team)
+    services.update(sales, "contact", contact.pk, {"accounts": [mine.pk]}, version=1)
+    assert set(Contact.objects.get(pk=contact.pk).accounts.all()) == {theirs, mine}
+    services.update(sales, "contact", contact.pk, {"accounts": [other_mine.pk]}, version=2)
+    assert set(Contact.objects.get(pk=contact.pk).accounts.all()) == {theirs, other_mine}

@@ -21,7 +21,9 @@ class Currency(models.TextChoices):
     VND = "VND", _("Vietnamese dong")
 
 
-MAX_AMOUNT = Decimal("9999999999999999.99")
+# Just under ten trillion: SQLite keeps decimals as 8-byte floats, exact to 15 significant
+# digits, so every amount up to this one reads back as it was written on both databases.
+MAX_AMOUNT = Decimal("9999999999999.99")
 
 
 def validate_amount(amount: Decimal, currency: str, field: str = "amount") -> None:

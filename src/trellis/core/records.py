@@ -96,6 +96,8 @@ def update(
             raise StaleVersion(instance)
         before = audit.snapshot(instance, spec.audit_fields)
         m2m_values, input_errors = _assign(actor, spec, instance, data)
+        for name in m2m_values:
+            m2m_values[name] += _hidden_links(actor, instance, name)
         _validate(spec, instance, data, input_errors)
         after_fields = {k: v for k, v in audit.snapshot(instance, spec.audit_fields).items()}
         for name, values in m2m_values.items():
@@ -231,6 +233,13 @@ def _related_many(actor: User, model: type[models.Model], name: str, values: Any
             _("No such record: %(ids)s.") % {"ids": ", ".join(map(str, sorted(missing)))}
         )
     return found
+
+
+def _hidden_links(actor: User, instance: OwnedRecord, name: str) -> list[models.Model]:
+    """Linked records the actor cannot see. A list of links sent by someone who cannot see all
+    of them replaces only the ones they see; the others stay linked."""
+    target = instance._meta.get_field(name).related_model
+    return list(getattr(instance, name).exclude(pk__in=visible(actor, target).values("pk")))
 
 
 def _validate(
