@@ -184,7 +184,9 @@ class RoleAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnly:
+    """For model admins and inlines that show rows without letting anyone change them."""
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -193,6 +195,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(ReadOnly, admin.ModelAdmin):
+    pass
 
 
 @admin.register(ApiToken)

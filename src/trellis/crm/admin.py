@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from trellis.core import registry
-from trellis.core.admin import ReadOnlyAdmin
+from trellis.core.admin import ReadOnly, ReadOnlyAdmin
 from trellis.core.visibility import visible
 
 from .models import Account, Activity, Contact, Lead, Opportunity, Order, OrderLine, Product
@@ -89,21 +89,12 @@ class ProductAdmin(RecordAdmin):
     search_fields = ("name", "sku")
 
 
-class OrderLineInline(admin.TabularInline):
+class OrderLineInline(ReadOnly, admin.TabularInline):
     model = OrderLine
     fields = ("product", "quantity", "unit_price", "discount_pct")
     readonly_fields = fields
     extra = 0
     can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Order)
