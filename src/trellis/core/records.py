@@ -87,13 +87,7 @@ def update(
 ) -> OwnedRecord:
     """Apply ``data`` if the record is still at ``version``; otherwise raise ``StaleVersion``."""
     with transaction.atomic():
-        instance = _locked(actor, spec, pk)
-        if not can(actor, "edit", spec.object_type):
-            raise PermissionDenied(_("You may not edit this record."))
-        if version is None:
-            raise ValidationFailed({"version": [_("Send the version you edited.")]})
-        if instance.version != version:
-            raise StaleVersion(instance)
+        instance = lock_for_edit(actor, spec, pk, version)
         before = audit.snapshot(instance, spec.audit_fields)
         m2m_values, input_errors = _assign(actor, spec, instance, data)
         for name in m2m_values:
@@ -105,8 +99,7 @@ def update(
         changes = audit.diff(before, after_fields)
         if not changes:
             return instance
-        instance.version += 1
-        instance.updated_at = clock.now()
+        mark_changed(instance)
         _save(instance)
         for name, values in m2m_values.items():
             getattr(instance, name).set(values)
@@ -146,6 +139,25 @@ def delete(actor: User, spec: RecordSpec, pk: int, version: int | None = None) -
             description,
         )
         events.emit(f"{spec.object_type}.deleted", id=pk, actor_id=actor.pk)
+
+
+def lock_for_edit(actor: User, spec: RecordSpec, pk: int, version: int | None) -> OwnedRecord:
+    """The record, locked for this transaction, if the actor may edit it and it is still at
+    ``version``. Every edit of a record, whatever it changes, starts here."""
+    instance = _locked(actor, spec, pk)
+    if not can(actor, "edit", spec.object_type):
+        raise PermissionDenied(_("You may not edit this record."))
+    if version is None:
+        raise ValidationFailed({"version": [_("Send the version you edited.")]})
+    if instance.version != version:
+        raise StaleVersion(instance)
+    return instance
+
+
+def mark_changed(instance: OwnedRecord) -> None:
+    """A new version: a client still holding the old one will get 409."""
+    instance.version += 1
+    instance.updated_at = clock.now()
 
 
 def _locked(actor: User, spec: RecordSpec, pk: int) -> OwnedRecord:

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from . import registry
-from .models import Role, RoleRight, Scope, User
+from .models import Role, Scope, User
 
 M = TypeVar("M", bound=models.Model)
 
@@ -24,21 +24,33 @@ def rights_of(user: User) -> dict[str, tuple[str, bool, bool, bool]]:
         return cached
     if not user.is_authenticated or not user.is_active:
         rights: dict = {}
-    elif user.is_superuser or (user.role_id and _role_code(user) == Role.ADMIN):
-        rights = {t.key: ALL_RIGHTS for t in registry.all_types()}
+    elif user.is_superuser:
+        rights = _everything()
     elif user.role_id is None:
         rights = {}
     else:
-        rights = {
-            r.object_type: (r.scope, r.can_create, r.can_edit, r.can_delete)
-            for r in RoleRight.objects.filter(role_id=user.role_id)
-        }
+        # The role's code and its rights in one query (a role may have no rights rows).
+        rows = Role.objects.filter(pk=user.role_id).values_list(
+            "code",
+            "rights__object_type",
+            "rights__scope",
+            "rights__can_create",
+            "rights__can_edit",
+            "rights__can_delete",
+        )
+        rights = {}
+        for code, object_type, *granted in rows:
+            if code == Role.ADMIN:
+                rights = _everything()
+                break
+            if object_type is not None:
+                rights[object_type] = tuple(granted)
     user._trellis_rights = rights
     return rights
 
 
-def _role_code(user: User) -> str:
-    return user.role.code if user.role_id else ""
+def _everything() -> dict[str, tuple[str, bool, bool, bool]]:
+    return {t.key: ALL_RIGHTS for t in registry.all_types()}
 
 
 def right(user: User, object_type: str) -> tuple[str, bool, bool, bool]:

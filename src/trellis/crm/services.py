@@ -9,8 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from trellis.core import audit, clock, events, records, registry
-from trellis.core.errors import NotFound, PermissionDenied, StaleVersion, ValidationFailed
+from trellis.core import audit, events, records, registry
+from trellis.core.errors import PermissionDenied, ValidationFailed
 from trellis.core.models import AuditEvent, User
 from trellis.core.money import MAX_AMOUNT, MINOR_UNITS, validate_amount
 from trellis.core.validators import (
@@ -193,19 +193,10 @@ def set_order_lines(
 ) -> Order:
     """Replace an order's lines and recompute its total, as one versioned change."""
     with transaction.atomic():
-        order = visible(actor, Order).select_for_update(of=("self",)).filter(pk=pk).first()
-        if order is None:
-            raise NotFound(_("No such record."))
-        if not can(actor, "edit", "order"):
-            raise PermissionDenied(_("You may not edit this record."))
-        if version is None:
-            raise ValidationFailed({"version": [_("Send the version you edited.")]})
-        if order.version != version:
-            raise StaleVersion(order)
+        order = records.lock_for_edit(actor, ORDER, pk, version)
         old_total = order.total
         _replace_lines(actor, order, lines)
-        order.version += 1
-        order.updated_at = clock.now()
+        records.mark_changed(order)
         order.save(update_fields=["total", "version", "updated_at"])
         audit.record(
             actor,
