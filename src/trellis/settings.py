@@ -6,11 +6,17 @@ Everything that differs between a laptop and production comes from the environme
 - ``TRELLIS_SECRET_KEY``: set the same value on every web and worker machine; without it one
   is generated once and kept in ``var/secret_key``, which suits a single-machine install only.
 - ``TRELLIS_DEBUG``, ``TRELLIS_ALLOWED_HOSTS``, ``TRELLIS_TIME_ZONE``.
+- ``TRELLIS_BASE_URL``: the address customers and e-mail links use to reach this Trellis.
+- Mail: ``TRELLIS_MAIL_DOMAIN``, ``TRELLIS_SUPPORT_ADDRESS``, ``TRELLIS_SMTPD_HOST``,
+  ``TRELLIS_SMTPD_PORT`` (the intake listener), ``TRELLIS_SMTP_URL`` (the relay for outgoing
+  mail, ``smtp://user:password@host:port``; ``smtp+tls://`` for STARTTLS; unset means
+  outgoing mail is written as files to ``var/outbox``).
 """
 
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import dj_database_url
 from django.utils.translation import gettext_lazy as _
@@ -64,7 +70,9 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "trellis.core",
+    "trellis.mail",
     "trellis.crm",
+    "trellis.support",
     "trellis.api",
 ]
 
@@ -164,6 +172,33 @@ MEDIA_ROOT = VAR_DIR / "media"
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
+
+def _outgoing_mail() -> dict:
+    """Django's e-mail settings from ``TRELLIS_SMTP_URL``; files under var/outbox without it."""
+    url = os.environ.get("TRELLIS_SMTP_URL")
+    if not url:
+        return {
+            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "EMAIL_FILE_PATH": VAR_DIR / "outbox",
+        }
+    parsed = urlsplit(url)
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": parsed.hostname or "127.0.0.1",
+        "EMAIL_PORT": parsed.port or 25,
+        "EMAIL_HOST_USER": unquote(parsed.username or ""),
+        "EMAIL_HOST_PASSWORD": unquote(parsed.password or ""),
+        "EMAIL_USE_TLS": parsed.scheme == "smtp+tls",
+        "EMAIL_USE_SSL": parsed.scheme == "smtps",
+        "EMAIL_TIMEOUT": 30,
+    }
+
+
+globals().update(_outgoing_mail())
+MAIL_DOMAIN = os.environ.get("TRELLIS_MAIL_DOMAIN", "trellis.localhost")
+DEFAULT_FROM_EMAIL = os.environ.get("TRELLIS_SUPPORT_ADDRESS", f"support@{MAIL_DOMAIN}")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
@@ -192,4 +227,29 @@ TRELLIS = {
     "DEFAULT_CURRENCY": os.environ.get("TRELLIS_CURRENCY", "KRW"),
     # Seconds between two runs of the timer sweep in `trellis serve` and `trellis worker`.
     "SWEEP_INTERVAL": 30,
+    # Where customers and e-mail links reach this Trellis (no trailing slash).
+    "BASE_URL": os.environ.get("TRELLIS_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
+    "MAIL": {
+        # The one intake address; its local part names the support mailbox.
+        "SUPPORT_ADDRESS": DEFAULT_FROM_EMAIL,
+        # Replies to a record go to REPLY_LOCAL_PART+<signed token>@MAIL_DOMAIN.
+        "REPLY_LOCAL_PART": "reply",
+        "SMTPD_HOST": os.environ.get("TRELLIS_SMTPD_HOST", "127.0.0.1"),
+        "SMTPD_PORT": int(os.environ.get("TRELLIS_SMTPD_PORT", 2525)),
+        # A larger message is refused at SMTP (552) or, with OVERSIZE "truncate", stored cut
+        # at the limit and flagged.
+        "MAX_MESSAGE_BYTES": int(os.environ.get("TRELLIS_MAX_MESSAGE_BYTES", 25 * 1024 * 1024)),
+        "OVERSIZE": os.environ.get("TRELLIS_MAIL_OVERSIZE", "refuse"),
+        "MAX_ATTACHMENT_BYTES": 10 * 1024 * 1024,
+        # Attachments kept but never offered for download with these endings.
+        "FORBIDDEN_EXTENSIONS": [
+            *(".exe", ".com", ".bat", ".cmd", ".scr", ".pif", ".msi", ".vbs", ".js"),
+            *(".jse", ".wsf", ".ps1", ".jar", ".lnk", ".hta", ".cpl"),
+        ],
+        # Messages one sender may send in the window before the rest are kept but ignored.
+        "SENDER_LIMIT": 20,
+        "SENDER_WINDOW_SECONDS": 600,
+        # Attempts to send one outgoing message before it is marked failed.
+        "SEND_ATTEMPTS": 6,
+    },
 }

@@ -6,6 +6,9 @@ from trellis.api.api import api
 urlpatterns = [
     path("", include("trellis.core.urls")),
     path("crm/", include("trellis.crm.urls")),
+    path("cases/", include("trellis.support.urls")),
+    path("help/", include("trellis.support.portal_urls")),
+    path("mail/", include("trellis.mail.urls")),
     path("api/", api.urls),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),

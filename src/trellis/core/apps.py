@@ -18,3 +18,4 @@ class CoreConfig(AppConfig):
         # Roles and rights are reference data: every migrated database gets the defaults for
         # every registered object type, including types added by a later release.
         post_migrate.connect(_seed_rights, sender=self, dispatch_uid="trellis-seed-rights")
+        from . import ratelimit  # noqa: F401  (registers its sweeper)

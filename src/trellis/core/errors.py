@@ -49,3 +49,17 @@ class StaleVersion(ServiceError):
             detail or "This record was changed by someone else. Review the current values."
         )
         self.current = current
+
+
+class Conflict(ServiceError):
+    """The action no longer fits the record's state, e.g. a case someone else just claimed."""
+
+    status = 409
+    title = "Conflict"
+
+
+class RateLimited(ServiceError):
+    """Too many attempts from one source in a short time; try again later."""
+
+    status = 429
+    title = "Too many requests"

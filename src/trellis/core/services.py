@@ -49,6 +49,28 @@ def ensure_default_rights() -> None:
         RoleRight.objects.bulk_create(missing)
 
 
+SYSTEM_USERNAME = "trellis"
+
+
+def system_user() -> User:
+    """The actor of writes no person made: mail intake, the sweep, the customer portal.
+
+    An administrator who cannot log in (no usable password), so its writes pass the same
+    services and leave the same audit trail as anyone's.
+    """
+    user = User.objects.filter(username=SYSTEM_USERNAME).first()
+    if user is None:
+        with transaction.atomic():
+            user, _created = User.objects.get_or_create(
+                username=SYSTEM_USERNAME,
+                defaults={"first_name": "Trellis", "role": Role.objects.get(code=Role.ADMIN)},
+            )
+            if _created:
+                user.set_unusable_password()
+                user.save(update_fields=["password"])
+    return user
+
+
 def create_user(
     username: str,
     password: str | None,

@@ -1,0 +1,1 @@
+"""Receiving mail: the raw store, processing, the quarantine."""

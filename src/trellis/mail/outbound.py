@@ -1,0 +1,1 @@
+"""Sending mail through the task queue, with retries."""

@@ -1,0 +1,135 @@
+"""Which record an incoming message belongs to, and who handles it.
+
+Domain apps register handlers from ``AppConfig.ready``; mail never imports them.
+
+- A *mailbox* handles mail to one address of ours (the support address): ``handler(inbound,
+  parsed)`` returns the record the message became part of.
+- A *reply handler* handles a reply to one record type: ``handler(record, inbound, parsed)``.
+
+A message is routed, in this order, by a per-record reply address in its recipients
+(``reply+<signed token>@domain``), by its In-Reply-To and References headers (every Message-ID we
+sent or received for a record is a ``MessageLink``), and by the mailbox it was sent to.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from .models import InboundMessage, MessageLink
+from .parsing import ParsedMessage
+
+MailboxHandler = Callable[[InboundMessage, ParsedMessage], models.Model | None]
+ReplyHandler = Callable[[models.Model, InboundMessage, ParsedMessage], models.Model | None]
+
+_mailboxes: dict[str, MailboxHandler] = {}
+_reply_handlers: dict[type[models.Model], ReplyHandler] = {}
+_SALT = "trellis.mail.reply-address"
+
+
+def register_mailbox(address: str, handler: MailboxHandler) -> None:
+    _mailboxes[address.lower()] = handler
+
+
+def register_reply_handler(model: type[models.Model], handler: ReplyHandler) -> None:
+    _reply_handlers[model] = handler
+
+
+def mailbox(address: str) -> MailboxHandler | None:
+    return _mailboxes.get(address.lower())
+
+
+def reply_handler(model: type[models.Model]) -> ReplyHandler | None:
+    return _reply_handlers.get(model)
+
+
+def reply_address(record: models.Model) -> str:
+    """The address whose mail reaches ``record``: ``reply+<type>-<id>-<mac>@domain``.
+
+    The MAC makes it unguessable and unalterable; it is hex, so a mail server that changes the
+    case of the local part does not break it.
+    """
+    content_type = ContentType.objects.get_for_model(record)
+    value = f"{content_type.pk}-{record.pk}"
+    local = settings.TRELLIS["MAIL"]["REPLY_LOCAL_PART"]
+    return f"{local}+{value}-{_mac(value)}@{settings.MAIL_DOMAIN}"
+
+
+def _mac(value: str) -> str:
+    return salted_hmac(_SALT, value).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Route:
+    record: models.Model | None = None
+    mailbox: MailboxHandler | None = None
+
+
+def record_for_address(address: str) -> models.Model | None:
+    """The record a reply address names, or ``None`` if it is not a valid one of ours."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    prefix = settings.TRELLIS["MAIL"]["REPLY_LOCAL_PART"] + "+"
+    if domain != settings.MAIL_DOMAIN.lower() or not local.startswith(prefix):
+        return None
+    try:
+        content_type_id, object_id, mac = local[len(prefix) :].split("-")
+        value = f"{int(content_type_id)}-{int(object_id)}"
+    except ValueError:
+        return None
+    if not constant_time_compare(mac, _mac(value)):
+        return None
+    return _record(int(content_type_id), int(object_id))
+
+
+def record_for_message_ids(message_ids: list[str]) -> models.Model | None:
+    """The record the newest known of these Message-IDs belongs to."""
+    if not message_ids:
+        return None
+    link = (
+        MessageLink.objects.filter(message_id__in=[m[:250] for m in message_ids])
+        .order_by("-id")
+        .first()
+    )
+    return _record(link.content_type_id, link.object_id) if link else None
+
+
+def link_message(message_id: str, record: models.Model) -> None:
+    """Remember that ``message_id`` belongs to ``record`` (first record wins)."""
+    if not message_id:
+        return
+    MessageLink.objects.get_or_create(
+        message_id=message_id[:250],
+        defaults={
+            "content_type": ContentType.objects.get_for_model(record),
+            "object_id": record.pk,
+        },
+    )
+
+
+def route(inbound: InboundMessage, parsed: ParsedMessage) -> Route:
+    recipients = [*inbound.recipients, *parsed.to, *parsed.cc]
+    for address in recipients:
+        record = record_for_address(address)
+        if record is not None:
+            return Route(record=record)
+    record = record_for_message_ids([*parsed.in_reply_to, *reversed(parsed.references)])
+    if record is not None:
+        return Route(record=record)
+    for address in recipients:
+        handler = mailbox(address)
+        if handler is not None:
+            return Route(mailbox=handler)
+    return Route()
+
+
+def _record(content_type_id: int, object_id: int) -> models.Model | None:
+    try:
+        model = ContentType.objects.get_for_id(content_type_id).model_class()
+    except ContentType.DoesNotExist:
+        return None
+    if model is None:
+        return None
+    return model._default_manager.filter(pk=object_id).first()

@@ -1,0 +1,36 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+# Role code -> (scope, create, edit, delete) for cases on a fresh install.
+DEFAULT_RIGHTS = {
+    "manager": ("all", True, True, True),
+    "sales": ("all", False, False, False),
+    "support": ("all", True, True, False),
+    "marketing": ("none", False, False, False),
+    "readonly": ("all", False, False, False),
+}
+
+
+class SupportConfig(AppConfig):
+    name = "trellis.support"
+    label = "support"
+    verbose_name = _("Support")
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from trellis.core import registry
+        from trellis.mail import routing
+
+        from . import intake, models
+
+        registry.register(
+            registry.ObjectType(
+                key="case",
+                model=models.Case,
+                default_rights=DEFAULT_RIGHTS,
+                detail_url_name="support:case-detail",
+            )
+        )
+        routing.register_mailbox(settings.TRELLIS["MAIL"]["SUPPORT_ADDRESS"], intake.handle_mail)
+        routing.register_reply_handler(models.Case, intake.handle_reply)
