@@ -42,3 +42,40 @@ def pytest_configure(config):
 
     # Test users need no strong hashes; the default costs a third of a second per user.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def smtp_sink(settings):
+    """A real SMTP server on 127.0.0.1 that Django's outgoing mail goes to; tasks run at once.
+
+    See tests/mailsink.py for how tests send and wait for mail.
+    """
+    from .mailsink import SmtpSink
+
+    sink = SmtpSink().start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = sink.host
+    settings.EMAIL_PORT = sink.port
+    settings.EMAIL_HOST_USER = ""
+    settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = False
+    settings.EMAIL_USE_SSL = False
+    settings.EMAIL_TIMEOUT = 5
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def intake_server(transactional_db):
+    """Trellis' own SMTP intake listener on 127.0.0.1 and a free port (``.port``).
+
+    Its threads use the test database through their own connections: mark the test
+    ``@pytest.mark.django_db(transaction=True)``.
+    """
+    from trellis.mail.smtpd import IntakeServer
+
+    server = IntakeServer("127.0.0.1", 0)
+    server.start()
+    yield server
+    server.stop()

@@ -1,9 +1,12 @@
 """The ``trellis`` command.
 
-trellis serve            web UI, task worker and timer sweep together (SQLite by default)
+trellis serve            web UI, task worker, timer sweep and mail intake together (SQLite by
+                         default)
 trellis web              the web server alone (gunicorn), for production
 trellis worker           a task worker with the timer sweep, for production
-trellis demo --scale N   generate a demo dataset
+trellis smtpd            the SMTP intake listener alone (--host, --port; default from
+                         TRELLIS_SMTPD_HOST / TRELLIS_SMTPD_PORT), for production
+trellis demo --scale N   generate a demo dataset (and a demo support desk)
 trellis manage ...       any Django management command (migrate, createsuperuser, ...)
 """
 
@@ -78,6 +81,19 @@ def _worker_commands() -> list[list[str]]:
     return [[*me, "manage", "db_worker"], [*me, "manage", "sweep", "--loop"]]
 
 
+def _smtpd_command(host: str | None = None, port: int | None = None) -> list[str]:
+    command = [sys.executable, "-m", "trellis.cli", "manage", "smtpd"]
+    if host is not None:
+        command += ["--host", host]
+    if port is not None:
+        command += ["--port", str(port)]
+    return command
+
+
+def _serve_commands(bind: str) -> list[list[str]]:
+    return [_gunicorn(bind, 2, 4), *_worker_commands(), _smtpd_command()]
+
+
 def serve(args: argparse.Namespace) -> int:
     _manage("migrate", "--no-input", "-v", "0")
     _django()
@@ -86,14 +102,20 @@ def serve(args: argparse.Namespace) -> int:
     if not args.no_demo and not User.objects.exists():
         print("First start: loading demo data ...", flush=True)
         _manage("demo", "--scale", str(args.demo_scale))
+        _manage("demo_support")
+    from django.conf import settings
+
     host, _sep, port = args.bind.rpartition(":")
+    mail = settings.TRELLIS["MAIL"]
     print(
         f"\nTrellis is running at http://{host}:{port}/\n"
-        "Demo login: admin / trellis-demo (administrator), or minji / trellis-demo (sales)\n"
+        "Demo login: admin / trellis-demo (administrator), minji / trellis-demo (sales), "
+        "jiwon / trellis-demo (support)\n"
+        f"Mail intake (SMTP): {mail['SMTPD_HOST']}:{mail['SMTPD_PORT']}\n"
         "API docs: /api/docs   Stop: Ctrl-C\n",
         flush=True,
     )
-    return _run_together([_gunicorn(args.bind, 2, 4), *_worker_commands()])
+    return _run_together(_serve_commands(args.bind))
 
 
 def web(args: argparse.Namespace) -> int:
@@ -105,10 +127,15 @@ def worker(args: argparse.Namespace) -> int:
     return _run_together(_worker_commands())
 
 
+def smtpd(args: argparse.Namespace) -> int:
+    _manage(*_smtpd_command(args.host, args.port)[4:])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trellis", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("serve", help="web, worker and sweep together")
+    p = commands.add_parser("serve", help="web, worker, sweep and mail intake together")
     p.add_argument("--bind", default="127.0.0.1:8000")
     p.add_argument("--no-demo", action="store_true", help="do not load demo data")
     p.add_argument("--demo-scale", type=int, default=200, help="demo opportunities to create")
@@ -120,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=web)
     p = commands.add_parser("worker", help="a task worker and the timer sweep")
     p.set_defaults(run=worker)
+    p = commands.add_parser("smtpd", help="the SMTP intake listener")
+    p.add_argument("--host", help="address to listen on (default: TRELLIS_SMTPD_HOST)")
+    p.add_argument("--port", type=int, help="port to listen on (default: TRELLIS_SMTPD_PORT)")
+    p.set_defaults(run=smtpd)
     commands.add_parser("demo", help="generate demo data: trellis demo --scale N")
     commands.add_parser("manage", help="run a Django management command")
     return parser
@@ -127,8 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("manage", "demo"):
-        _manage(*(argv[1:] if argv[0] == "manage" else argv))
+    if argv and argv[0] == "manage":
+        _manage(*argv[1:])
+        return 0
+    if argv and argv[0] == "demo":
+        _manage(*argv)
+        _manage("demo_support")
         return 0
     args = build_parser().parse_args(argv)
     return args.run(args)

@@ -1,9 +1,15 @@
-"""The ``trellis`` command: its parser and the pass-through to Django, without starting servers."""
+"""The ``trellis`` command: its parser and the pass-through to Django; servers are started only
+where a test says so (the mail listener, on a free port)."""
 
+import os
+import smtplib
+import subprocess
 import sys
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
 
 from trellis import cli
 
@@ -28,7 +34,14 @@ def subcommands(parser) -> set[str]:
 
 
 def test_every_command_is_offered():
-    assert subcommands(cli.build_parser()) == {"serve", "web", "worker", "demo", "manage"}
+    assert subcommands(cli.build_parser()) == {
+        "serve",
+        "web",
+        "worker",
+        "smtpd",
+        "demo",
+        "manage",
+    }
 
 
 @pytest.mark.parametrize(
@@ -37,6 +50,7 @@ def test_every_command_is_offered():
         (["serve"], cli.serve),
         (["web"], cli.web),
         (["worker"], cli.worker),
+        (["smtpd"], cli.smtpd),
     ],
 )
 def test_server_commands_dispatch_to_their_function(argv, runs):
@@ -89,3 +103,70 @@ def test_an_api_token_made_on_the_command_line_opens_the_api(db, client, capsys)
     answer = client.get("/api/v1/me", headers={"Authorization": f"Bearer {key}"})
     assert answer.status_code == 200
     assert answer.json()["username"] == "script-owner"
+
+
+def test_serve_runs_the_mail_intake_with_the_web_server_and_the_worker():
+    commands = [command[3:] for command in cli._serve_commands("127.0.0.1:8000")]
+    assert ["manage", "smtpd"] in commands
+    assert ["manage", "db_worker"] in commands and ["manage", "sweep", "--loop"] in commands
+    # The worker alone does not listen for mail: production runs `trellis smtpd` on its own.
+    assert ["manage", "smtpd"] not in [c[3:] for c in cli._worker_commands()]
+
+
+def test_smtpd_options_default_to_the_settings():
+    args = cli.build_parser().parse_args(["smtpd", "--host", "0.0.0.0", "--port", "25"])
+    assert cli._smtpd_command(args.host, args.port)[3:] == [
+        "manage",
+        "smtpd",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "25",
+    ]
+    defaults = cli.build_parser().parse_args(["smtpd"])
+    # Nothing given: the management command takes TRELLIS_SMTPD_HOST / _PORT from the settings.
+    assert cli._smtpd_command(defaults.host, defaults.port)[3:] == ["manage", "smtpd"]
+
+
+def _database_url() -> str:
+    """The test database, as a URL a child process can use."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    user = db["USER"] or ""
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    host = db["HOST"] or "127.0.0.1"
+    return f"postgres://{user}{password}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_trellis_smtpd_starts_and_takes_a_message():
+    from trellis.mail.models import InboundMessage
+
+    environment = {**os.environ, "DATABASE_URL": _database_url()}
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "trellis.cli", "smtpd", "--host", "127.0.0.1", "--port", "0"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = listener.stdout.readline()
+        assert line.startswith("Trellis mail intake listening on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        message = (
+            f"From: kim@example.co.kr\r\nTo: support@{settings.MAIL_DOMAIN}\r\n"
+            "Subject: Hello from the command line\r\nMessage-ID: <cli-1@example.co.kr>\r\n"
+            "\r\nHello.\r\n"
+        )
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+            refused = client.sendmail(
+                "kim@example.co.kr", [f"anyone@{settings.MAIL_DOMAIN}"], message
+            )
+        assert refused == {}
+        stored = InboundMessage.objects.get()
+        assert stored.subject == "Hello from the command line"
+    finally:
+        listener.terminate()
+        listener.wait(timeout=20)
+    assert listener.returncode == 0

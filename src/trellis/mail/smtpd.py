@@ -1,0 +1,347 @@
+"""The SMTP intake listener: Trellis' own mail server for the addresses it handles.
+
+A message is answered "250 OK <id>" only once its raw bytes are committed to the database; if
+storing fails the answer is 451, and the sender tries again later. A recipient outside our mail
+domain that is not one of our mailboxes is refused with 550: this is not a relay. A message
+over MAIL["MAX_MESSAGE_BYTES"] is refused with 552, or, with MAIL["OVERSIZE"] "truncate",
+stored cut at the limit.
+
+aiosmtpd speaks SMTP on an asyncio loop in a thread of its own. Django's database connections
+belong to a thread, so the blocking work runs in two small pools of threads that keep their
+connections: one stores (the answer waits for it), one processes stored messages after the
+answer, so slow processing never holds up a sender. At start-up, messages left ``received``
+(by a crash or a stop) are processed.
+"""
+
+import asyncio
+import logging
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from django.conf import settings
+from django.db import close_old_connections, connections
+
+from . import inbound, routing
+from .models import InboundMessage
+
+log = logging.getLogger(__name__)
+
+# Envelope recipients one message may have.
+MAX_RECIPIENTS = 100
+# In "truncate" mode the listener still holds a message in memory while it arrives: past this
+# multiple of the limit it refuses (552) instead of reading on.
+TRUNCATE_READ_FACTOR = 4
+
+
+class _SMTP(SMTP):
+    # RFC 5321 allows 1000 octets a line, but real mailers write longer lines; a message is not
+    # refused for that (the size limit still applies).
+    line_length_limit = 1 << 20
+
+
+class WorkerPool:
+    """Threads that run jobs in order of arrival, each thread keeping its database connection.
+
+    ``stop`` lets running jobs finish, drops the ones not started, and closes the threads'
+    connections (a test database cannot be flushed or dropped while they are open).
+    """
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self.size = size
+        self._jobs: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0
+        self._idle = threading.Condition()
+
+    def start(self) -> None:
+        for n in range(self.size):
+            thread = threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        with self._idle:
+            self._busy += 1
+        self._jobs.put((future, function, args, kwargs))
+        return future
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Wait until every submitted job has finished; ``False`` if time ran out."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+
+    def stop(self) -> None:
+        dropped = 0
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+                dropped += 1
+        with self._idle:
+            self._busy -= dropped
+            self._idle.notify_all()
+        for _thread in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+
+    def _work(self) -> None:
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                future, function, args, kwargs = job
+                try:
+                    if not future.set_running_or_notify_cancel():
+                        continue
+                    close_old_connections()
+                    try:
+                        future.set_result(function(*args, **kwargs))
+                    except BaseException as exc:
+                        future.set_exception(exc)
+                finally:
+                    with self._idle:
+                        self._busy -= 1
+                        self._idle.notify_all()
+        finally:
+            connections.close_all()
+
+
+class SmtpListener:
+    """An aiosmtpd handler served on ``host:port`` from an event loop on its own thread.
+
+    Port 0 takes a free port; ``port`` says which once ``start`` returned.
+    """
+
+    def __init__(
+        self,
+        handler: Any,
+        host: str,
+        port: int,
+        options: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self._options = options
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    def start(self, timeout: float = 10) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, failure), name=f"smtp-{self.port}", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("the SMTP listener did not start in time")
+        if failure:
+            self._thread.join()
+            raise failure[0]
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._thread = None
+
+    def _factory(self) -> SMTP:
+        return _SMTP(self.handler, **self._options())
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            self._server = loop.run_until_complete(
+                loop.create_server(self._factory, host=self.host, port=self.port)
+            )
+        except BaseException as exc:
+            failure.append(exc)
+            loop.close()
+            ready.set()
+            return
+        self.port = self._server.sockets[0].getsockname()[1]
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            self._server.close()
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(self._server.wait_closed())
+            loop.close()
+
+
+def accepts_recipient(address: str) -> bool:
+    """Our mail domain (reply addresses, mailboxes, and mail for the quarantine) and the
+    addresses of our mailboxes, which may be in another domain."""
+    domain = address.rpartition("@")[2].strip().lower()
+    return domain == settings.MAIL_DOMAIN.lower() or routing.mailbox(address) is not None
+
+
+class IntakeHandler:
+    """aiosmtpd's hooks: who may receive mail here, and what happens to a message."""
+
+    def __init__(self, store_pool: WorkerPool, stored: Callable[[int], None]) -> None:
+        self.store_pool = store_pool
+        self.stored = stored
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list
+    ) -> str:
+        if not accepts_recipient(address):
+            return "550 5.7.1 Relay access denied: mail is taken only for our own addresses"
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        mail = settings.TRELLIS["MAIL"]
+        if len(raw) > mail["MAX_MESSAGE_BYTES"] and mail["OVERSIZE"] != "truncate":
+            return "552 5.3.4 Message too big"
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer or "")
+        job = self.store_pool.submit(
+            inbound.store,
+            raw,
+            envelope_from=envelope.mail_from or "",
+            recipients=list(envelope.rcpt_tos),
+            peer=peer,
+        )
+        try:
+            message: InboundMessage = await asyncio.wrap_future(job)
+        except inbound.MessageTooLarge:
+            return "552 5.3.4 Message too big"
+        except Exception:
+            log.exception("could not store a message from %s", envelope.mail_from)
+            return "451 4.3.0 The message could not be stored; please try again later"
+        self.stored(message.pk)
+        return f"250 OK {message.pk}"
+
+
+def _smtp_options() -> dict[str, Any]:
+    """aiosmtpd's settings, read for each connection (so a changed setting takes effect)."""
+    mail = settings.TRELLIS["MAIL"]
+    limit = mail["MAX_MESSAGE_BYTES"]
+    if mail["OVERSIZE"] == "truncate":
+        limit *= TRUNCATE_READ_FACTOR
+    return {
+        "data_size_limit": limit,
+        "enable_SMTPUTF8": True,
+        # Without a hostname aiosmtpd asks the resolver for the FQDN on every connection.
+        "hostname": settings.MAIL_DOMAIN,
+        "ident": "Trellis ESMTP",
+    }
+
+
+class IntakeServer:
+    """The listener with its store and processing threads."""
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        store_threads: int = 8,
+        process_threads: int = 4,
+    ) -> None:
+        mail = settings.TRELLIS["MAIL"]
+        self.store_pool = WorkerPool("mail-store", store_threads)
+        self.process_pool = WorkerPool("mail-process", process_threads)
+        handler = IntakeHandler(self.store_pool, self._stored)
+        self.listener = SmtpListener(
+            handler,
+            mail["SMTPD_HOST"] if host is None else host,
+            mail["SMTPD_PORT"] if port is None else port,
+            _smtp_options,
+        )
+
+    @property
+    def host(self) -> str:
+        return self.listener.host
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    def start(self) -> None:
+        self.store_pool.start()
+        self.process_pool.start()
+        self.process_pool.submit(self._process_left_behind)
+        try:
+            self.listener.start()
+        except BaseException:
+            self.process_pool.stop()
+            self.store_pool.stop()
+            raise
+
+    def stop(self) -> None:
+        self.listener.stop()
+        self.store_pool.stop()
+        self.process_pool.stop()
+
+    def wait_until_idle(self, timeout: float = 30) -> bool:
+        """Wait until every accepted message went through processing (for tests and the
+        benchmark); ``False`` if time ran out."""
+        return self.store_pool.wait_until_idle(timeout) and self.process_pool.wait_until_idle(
+            timeout
+        )
+
+    def _stored(self, inbound_id: int) -> None:
+        self.process_pool.submit(self._process, inbound_id)
+
+    @staticmethod
+    def _process(inbound_id: int) -> None:
+        try:
+            inbound.process(inbound_id)
+        except Exception:
+            # The row stays received; the sweeper tries it again.
+            log.exception("processing message %s failed", inbound_id)
+
+    def _process_left_behind(self) -> None:
+        pending = InboundMessage.objects.filter(status=InboundMessage.Status.RECEIVED)
+        for pk in pending.order_by("pk").values_list("pk", flat=True).iterator():
+            self.process_pool.submit(self._process, pk)
+
+
+def run_forever(
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    ready: Callable[[IntakeServer], None] | None = None,
+    stop: threading.Event | None = None,
+    process_threads: int = 4,
+) -> None:
+    """Run the listener until SIGTERM or Ctrl-C (or until ``stop`` is set)."""
+    stop = stop or threading.Event()
+    server = IntakeServer(host, port, process_threads=process_threads)
+    server.start()
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, lambda *_args: stop.set())
+    try:
+        if ready is not None:
+            ready(server)
+        while not stop.wait(1):
+            pass
+    finally:
+        server.stop()

@@ -1,0 +1,280 @@
+"""Mail through the real listener, sent with smtplib as another mail server would."""
+
+import smtplib
+
+import pytest
+from django.db import connection
+
+from trellis.core.models import Team
+from trellis.mail import inbound, routing
+from trellis.mail.models import InboundMessage
+from trellis.mail.smtpd import IntakeServer
+
+from .conftest import build, desk_address, send, store
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Status = InboundMessage.Status
+
+
+def status_of(pk: int) -> str:
+    return InboundMessage.objects.values_list("status", flat=True).get(pk=pk)
+
+
+def accepted_id(answer: tuple[int, bytes]) -> int:
+    code, text = answer
+    assert code == 250, text
+    ok, pk = text.decode().split()
+    assert ok == "OK"
+    return int(pk)
+
+
+def test_a_message_is_stored_before_the_server_answers_250(intake_server, desk):
+    raw = build("Stored first")
+    with smtplib.SMTP("127.0.0.1", intake_server.port, timeout=10) as client:
+        refused = client.sendmail("kim@example.co.kr", [desk_address()], raw)
+        # sendmail has returned: the 250 came, so the row must already be there.
+        assert refused == {}
+        message = InboundMessage.objects.get()
+    assert bytes(message.raw) == raw
+    assert (message.envelope_from, message.recipients, message.peer) == (
+        "kim@example.co.kr",
+        [desk_address()],
+        "127.0.0.1",
+    )
+    assert intake_server.wait_until_idle()
+    assert status_of(message.pk) == Status.PROCESSED
+    assert desk.mails == [message.pk]
+
+
+def test_the_answer_names_the_stored_message(intake_server, desk):
+    pk = accepted_id(send(intake_server.port, build()))
+    assert InboundMessage.objects.filter(pk=pk).exists()
+
+
+def test_a_foreign_recipient_is_refused_no_open_relay(intake_server, desk):
+    with smtplib.SMTP("127.0.0.1", intake_server.port, timeout=10) as client:
+        client.ehlo("client.example.com")
+        client.mail("spammer@example.com")
+        code, text = client.rcpt("victim@example.org")
+        assert code == 550, text
+        code, _text = client.rcpt(f"victim@{intake_server.host}")
+        assert code == 550
+        # A recipient of ours in the same transaction is still taken.
+        assert client.rcpt(desk_address())[0] == 250
+        accepted_id(client.data(build(to=desk_address())))
+    [message] = InboundMessage.objects.all()
+    assert message.recipients == [desk_address()]
+
+
+def test_a_message_for_foreign_recipients_only_is_not_taken(intake_server):
+    with (
+        smtplib.SMTP("127.0.0.1", intake_server.port, timeout=10) as client,
+        pytest.raises(smtplib.SMTPRecipientsRefused),
+    ):
+        client.sendmail("spammer@example.com", ["victim@example.org"], build())
+    assert not InboundMessage.objects.exists()
+
+
+def test_a_mailbox_in_another_domain_is_accepted(intake_server, desk):
+    address = "help@support.example.co.kr"
+    routing.register_mailbox(address, desk.handle_mail)
+    try:
+        pk = accepted_id(send(intake_server.port, build(to=address), to=[address]))
+        assert intake_server.wait_until_idle()
+    finally:
+        routing._mailboxes.pop(address)
+    assert status_of(pk) == Status.PROCESSED
+
+
+def test_an_oversized_message_is_refused_with_552(intake_server, desk, mail_settings):
+    mail_settings(MAX_MESSAGE_BYTES=10_000, OVERSIZE="refuse")
+    big = build("Big", body="x" * 20_000)
+    # A client that declares the size is refused at MAIL FROM ...
+    with smtplib.SMTP("127.0.0.1", intake_server.port, timeout=10) as client:
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            client.sendmail("kim@example.co.kr", [desk_address()], big)
+        assert refused.value.smtp_code == 552
+    # ... and one that does not, after DATA.
+    with smtplib.SMTP("127.0.0.1", intake_server.port, timeout=10) as client:
+        client.ehlo("client.example.co.kr")
+        client.mail("kim@example.co.kr")
+        client.rcpt(desk_address())
+        code, _text = client.data(big)
+        assert code == 552
+        # The session goes on: a small message is still taken.
+        client.rset()
+        client.mail("kim@example.co.kr")
+        client.rcpt(desk_address())
+        accepted_id(client.data(build("Small")))
+    assert list(InboundMessage.objects.values_list("subject", flat=True)) == ["Small"]
+
+
+def test_an_oversized_message_is_stored_cut_in_truncate_mode(intake_server, desk, mail_settings):
+    mail_settings(MAX_MESSAGE_BYTES=10_000, OVERSIZE="truncate")
+    big = build("Big", body="x" * 20_000)
+    pk = accepted_id(send(intake_server.port, big))
+    message = InboundMessage.objects.get(pk=pk)
+    assert (message.truncated, message.size, len(message.raw)) == (True, len(big), 10_000)
+    assert bytes(message.raw) == big[:10_000]
+    assert message.subject == "Big"
+    assert intake_server.wait_until_idle()
+    message.refresh_from_db()
+    assert message.status == Status.PROCESSED
+    assert "truncated" in message.flags
+
+
+def test_when_the_message_cannot_be_stored_the_answer_is_451(intake_server, desk):
+    table = InboundMessage._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        code, text = send(intake_server.port, build())
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+    assert code == 451, text
+    assert not InboundMessage.objects.exists()
+    # The sender tries again later, and then it is taken.
+    accepted_id(send(intake_server.port, build()))
+
+
+def test_the_same_message_delivered_twice_is_a_duplicate(intake_server, desk):
+    raw = build(message_id="<twice@example.co.kr>")
+    first = accepted_id(send(intake_server.port, raw))
+    assert intake_server.wait_until_idle()
+    second = accepted_id(send(intake_server.port, raw))
+    assert intake_server.wait_until_idle()
+    assert (status_of(first), status_of(second)) == (Status.PROCESSED, Status.DUPLICATE)
+    assert desk.mails == [first]
+    assert Team.objects.filter(name__startswith="Export fails").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"Auto-Submitted": "auto-replied"}, "auto-reply"),
+        ({"Precedence": "junk"}, ""),
+    ],
+)
+def test_automated_mail_is_taken_but_ignored(intake_server, desk, headers, reason):
+    pk = accepted_id(send(intake_server.port, build("Away", headers=headers)))
+    assert intake_server.wait_until_idle()
+    message = InboundMessage.objects.get(pk=pk)
+    assert message.status == Status.IGNORED
+    assert message.reason.startswith(reason)
+    assert desk.mails == []
+
+
+def test_a_mail_loop_is_stopped_by_the_sender_rate_limit(intake_server, desk, mail_settings):
+    mail_settings(SENDER_LIMIT=3)
+    ids = [
+        accepted_id(send(intake_server.port, build(f"Loop {n}", sender="robot@example.com")))
+        for n in range(6)
+    ]
+    assert intake_server.wait_until_idle()
+    statuses = [status_of(pk) for pk in ids]
+    assert statuses.count(Status.PROCESSED) == 3
+    assert statuses.count(Status.IGNORED) == 3
+    assert len(desk.mails) == 3
+
+
+def test_a_failing_handler_quarantines_and_writes_nothing(intake_server, desk):
+    desk.fail_with = RuntimeError("broken handler")
+    pk = accepted_id(send(intake_server.port, build("Half written")))
+    assert intake_server.wait_until_idle()
+    message = InboundMessage.objects.get(pk=pk)
+    assert message.status == Status.QUARANTINED
+    assert "broken handler" in message.reason
+    assert not Team.objects.filter(name__startswith="Half written").exists()
+
+
+def test_mail_for_no_mailbox_is_quarantined(intake_server, desk):
+    address = f"sales@{routing.settings.MAIL_DOMAIN}"
+    pk = accepted_id(send(intake_server.port, build(to=address), to=[address]))
+    assert intake_server.wait_until_idle()
+    message = InboundMessage.objects.get(pk=pk)
+    assert (message.status, message.reason) == (Status.QUARANTINED, f"No mailbox for {address}.")
+
+
+def test_replies_are_routed_by_reply_address_in_reply_to_references_and_mailbox(
+    intake_server, desk
+):
+    by_address, by_reply, by_reference = (Team.objects.create(name=n) for n in "ABC")
+    routing.link_message("out-b@trellis.test", by_reply)
+    routing.link_message("out-c@trellis.test", by_reference)
+    address = routing.reply_address(by_address)
+    sent = {
+        by_address.pk: send(intake_server.port, build("Re: A", to=address), to=[address]),
+        by_reply.pk: send(intake_server.port, build("Re: B", in_reply_to="<out-b@trellis.test>")),
+        by_reference.pk: send(
+            intake_server.port,
+            build("Re: C", references="<first@x> <out-c@trellis.test>"),
+        ),
+    }
+    new = accepted_id(send(intake_server.port, build("New question")))
+    assert intake_server.wait_until_idle()
+    for team_pk, answer in sent.items():
+        message = InboundMessage.objects.get(pk=accepted_id(answer))
+        assert (message.status, message.object_id) == (Status.PROCESSED, team_pk)
+    assert sorted(team for team, _message in desk.replies) == sorted(sent)
+    assert desk.mails == [new]
+
+
+def test_messages_left_received_are_processed_when_the_listener_starts(desk):
+    left = [store(build(f"Left {n}")) for n in range(3)]
+    server = IntakeServer("127.0.0.1", 0)
+    server.start()
+    try:
+        assert server.wait_until_idle()
+    finally:
+        server.stop()
+    assert {status_of(m.pk) for m in left} == {Status.PROCESSED}
+    assert sorted(desk.mails) == sorted(m.pk for m in left)
+
+
+def test_quarantined_mail_is_rerun_and_filed_by_an_admin(intake_server, desk, admin):
+    team = Team.objects.create(name="Incheon")
+    address = f"old-address@{routing.settings.MAIL_DOMAIN}"
+    first = accepted_id(send(intake_server.port, build("First", to=address), to=[address]))
+    second = accepted_id(send(intake_server.port, build("Second", to=address), to=[address]))
+    assert intake_server.wait_until_idle()
+    assert {status_of(first), status_of(second)} == {Status.QUARANTINED}
+    routing.register_mailbox(address, desk.handle_mail)
+    try:
+        assert inbound.rerun(admin, first).status == Status.PROCESSED
+    finally:
+        routing._mailboxes.pop(address)
+    assert inbound.file_into(admin, second, f"TEAM-{team.pk}").status == Status.FILED
+    assert desk.replies == [(team.pk, second)]
+
+
+def test_stopping_and_starting_again_keeps_taking_mail(desk):
+    server = IntakeServer("127.0.0.1", 0)
+    server.start()
+    server.stop()
+    server = IntakeServer("127.0.0.1", 0)
+    server.start()
+    try:
+        accepted_id(send(server.port, build()))
+        assert server.wait_until_idle()
+    finally:
+        server.stop()
+    assert InboundMessage.objects.get().status == Status.PROCESSED
+
+
+def test_an_unparseable_message_is_quarantined_rerun_and_filed_by_hand(intake_server, desk, admin):
+    team = Team.objects.create(name="Changwon")
+    raw = b"this is not an e-mail message\r\nthere is no header at all\r\n"
+    pk = accepted_id(send(intake_server.port, raw))
+    assert intake_server.wait_until_idle()
+    message = InboundMessage.objects.get(pk=pk)
+    assert bytes(message.raw) == raw
+    assert message.status == Status.QUARANTINED
+    assert message.reason.startswith("Unparseable: ")
+    assert desk.mails == []
+    again = inbound.rerun(admin, pk)
+    assert (again.status, again.attempts) == (Status.QUARANTINED, 2)
+    assert inbound.file_into(admin, pk, f"TEAM-{team.pk}").status == Status.FILED
+    assert desk.replies == [(team.pk, pk)]
+    assert Team.objects.filter(name__startswith=f"Re {team.pk}:").count() == 1
