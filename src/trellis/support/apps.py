@@ -20,7 +20,7 @@ class SupportConfig(AppConfig):
         from django.conf import settings
 
         from trellis.core import registry
-        from trellis.mail import routing
+        from trellis.mail import inbound, routing
 
         from . import intake, models
 
@@ -34,3 +34,4 @@ class SupportConfig(AppConfig):
         )
         routing.register_mailbox(settings.TRELLIS["MAIL"]["SUPPORT_ADDRESS"], intake.handle_mail)
         routing.register_reply_handler(models.Case, intake.handle_reply)
+        inbound.register_reference_resolver(intake.resolve_reference)

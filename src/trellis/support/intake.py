@@ -1,9 +1,713 @@
-"""Every channel makes the same case."""
+"""Every channel makes the same case.
+
+E-mail (the support mailbox), the portal's web form, the JSON API and an agent logging a phone
+call all end in ``open_case``: one transaction that numbers the case, finds or creates the
+customer as a contact, writes the first public events, picks an owner and queues the
+acknowledgement. A customer's later message, by mail or on the status page, goes through
+``customer_reply``.
+
+Threading of mail: the mail layer routes a reply by our reply address or by In-Reply-To /
+References to ``handle_reply``; what is left comes to ``handle_mail``, which looks for a tracking
+number in the subject, then in the body.
+
+A message without a From address is refused (and so quarantined by the mail layer) rather than
+answered at the envelope sender: that address is often rewritten by forwarders and mailing lists
+(SRS, bounce addresses), so a case and its access key could go to a stranger. An admin can file
+the quarantined message by hand.
+"""
+
+import hashlib
+import logging
+import re
+import secrets
+from collections.abc import Iterable
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import translation
+from django.utils.translation import gettext as _
+
+from trellis.core import audit, clock, events, numbering
+from trellis.core.errors import Conflict, PermissionDenied, ValidationFailed
+from trellis.core.models import AuditEvent, User
+from trellis.core.services import system_user
+from trellis.core.visibility import can, visible
+from trellis.crm import services as crm_services
+from trellis.crm.models import Account, Contact, Product
+from trellis.mail import routing, sanitize
+from trellis.mail.models import InboundMessage
+from trellis.mail.parsing import Attachment, ParsedMessage
+
+from . import assignment, notify, triage
+from .models import Case, CaseAttachment, CaseEvent
+from .notify import one_line
+
+log = logging.getLogger(__name__)
+
+TRACKING_NUMBER = re.compile(r"\bCS-\d{4}-\d{6}\b", re.IGNORECASE)
+MAX_SUBJECT = Case._meta.get_field("subject").max_length
+MAX_NAME = Case._meta.get_field("requester_name").max_length
+MAX_EMAIL = 254
+MAX_BODY = 100_000
+MAX_FILENAME = 200
+# Addresses anyone can get: the domain says nothing about the customer's company.
+FREE_MAIL_DOMAINS = frozenset(
+    {
+        "gmail.com",
+        "googlemail.com",
+        "naver.com",
+        "daum.net",
+        "hanmail.net",
+        "kakao.com",
+        "nate.com",
+        "outlook.com",
+        "hotmail.com",
+        "live.com",
+        "msn.com",
+        "yahoo.com",
+        "yahoo.co.kr",
+        "icloud.com",
+        "me.com",
+        "proton.me",
+        "protonmail.com",
+    }
+)
+_AUDITED = (
+    *("tracking_number", "subject", "channel", "status", "requester_email", "language"),
+    *("contact", "account", "product", "owner", "team"),
+)
+# Hops through merged cases before giving up (a merge cycle would be a bug elsewhere).
+_MAX_MERGE_HOPS = 10
 
 
-def handle_mail(inbound, parsed):
-    raise NotImplementedError
+def hash_key(access_key: str) -> str:
+    return hashlib.sha256(access_key.encode()).hexdigest()
 
 
-def handle_reply(record, inbound, parsed):
-    raise NotImplementedError
+def detect_language(*texts: str) -> str:
+    """ "ko" when Hangul makes up a good part of the letters, else "en".
+
+    One Hangul syllable carries about as much as three Latin letters, and Korean mail is often
+    sprinkled with English product names, so a third is enough.
+    """
+    hangul = latin = 0
+    for text in texts:
+        for char in text or "":
+            if "\uac00" <= char <= "\ud7a3" or "\u1100" <= char <= "\u11ff":
+                hangul += 1
+            elif char.isascii() and char.isalpha():
+                latin += 1
+    if hangul and hangul * 3 >= latin:
+        return "ko"
+    return "en"
+
+
+def safe_filename(name: str) -> str:
+    """A file name with no directories, control characters or leading dots, at most 200 long."""
+    name = (name or "").replace("\\", "/")
+    name = PurePosixPath(name).name if "/" in name else name
+    name = "".join(c for c in name if c.isprintable() and c not in '<>:"|?*')
+    name = name.strip().lstrip(".").strip()
+    if not name:
+        return "attachment"
+    if len(name) > MAX_FILENAME:
+        stem, dot, ending = name.rpartition(".")
+        if dot and 0 < len(ending) <= 10:
+            name = stem[: MAX_FILENAME - len(ending) - 1] + "." + ending
+        else:
+            name = name[:MAX_FILENAME]
+    return name
+
+
+def is_forbidden(filename: str) -> bool:
+    endings = settings.TRELLIS["MAIL"]["FORBIDDEN_EXTENSIONS"]
+    return filename.lower().endswith(tuple(e.lower() for e in endings))
+
+
+def make_attachment(filename: str, content_type: str, data: bytes) -> Attachment:
+    """An ``Attachment`` from an upload, judged by the same rules as one from an e-mail."""
+    name = safe_filename(filename)
+    too_big = len(data) > settings.TRELLIS["MAIL"]["MAX_ATTACHMENT_BYTES"]
+    return Attachment(
+        filename=name,
+        content_type=_content_type(content_type),
+        data=b"" if too_big else data,
+        allowed=not too_big and not is_forbidden(name),
+        size=len(data),
+    )
+
+
+def _content_type(value: str) -> str:
+    value = (value or "").split(";")[0].strip().lower()
+    if re.fullmatch(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*", value) and len(value) <= 100:
+        return value
+    return "application/octet-stream"
+
+
+# Opening a case.
+
+
+def open_case(
+    *,
+    channel: str,
+    subject: str,
+    body: str,
+    requester_email: str,
+    requester_name: str = "",
+    language: str = "",
+    html: str = "",
+    attachments: Iterable[Attachment] = (),
+    product: Product | int | None = None,
+    actor: User | None = None,
+    inbound: InboundMessage | None = None,
+) -> tuple[Case, str]:
+    """A new case and its access key. The key is returned here only; the case keeps its hash.
+
+    ``actor`` is the agent or API user who logs it; the web form and mail pass none (the system
+    user acts). Raises ``ValidationFailed`` with field errors and writes nothing on bad input.
+    """
+    return _open_case(
+        channel=channel,
+        subject=subject,
+        body=body,
+        requester_email=requester_email,
+        requester_name=requester_name,
+        language=language,
+        html=html,
+        attachments=attachments,
+        product=product,
+        actor=actor,
+        inbound=inbound,
+    )
+
+
+def _open_case(
+    *,
+    channel: str,
+    subject: str,
+    body: str,
+    requester_email: str,
+    requester_name: str = "",
+    language: str = "",
+    html: str = "",
+    attachments: Iterable[Attachment] = (),
+    product: Product | int | None = None,
+    actor: User | None = None,
+    inbound: InboundMessage | None = None,
+    follows: Case | None = None,
+    send_acknowledgement: bool = True,
+) -> tuple[Case, str]:
+    if actor is not None and not can(actor, "create", "case"):
+        raise PermissionDenied(_("You may not create this kind of record."))
+    actor = actor or system_user()
+    subject = one_line(subject)
+    # Callers other than the mail layer may hand in HTML that nobody cleaned.
+    html = sanitize.clean_html(html or "")
+    body = (body or "").strip() or sanitize.render_text(html)
+    requester_name = one_line(requester_name)
+    errors: dict[str, list[str]] = {}
+    email = _checked_email(requester_email, errors)
+    if channel not in Case.Channel.values:
+        errors["channel"] = [_("Unknown channel.")]
+    if not subject and not body:
+        errors["subject"] = [_("Give a subject or a message.")]
+    if len(subject) > MAX_SUBJECT:
+        errors["subject"] = [_("At most %(n)d characters.") % {"n": MAX_SUBJECT}]
+    if len(body) > MAX_BODY:
+        errors["body"] = [_("At most %(n)d characters.") % {"n": MAX_BODY}]
+    if len(requester_name) > MAX_NAME:
+        errors["requester_name"] = [_("At most %(n)d characters.") % {"n": MAX_NAME}]
+    languages = {code for code, _name in settings.LANGUAGES}
+    if language and language not in languages:
+        errors["language"] = [_("Unknown language.")]
+    product = _checked_product(actor, product, errors)
+    if errors:
+        raise ValidationFailed(errors)
+    language = language or detect_language(subject, body)
+    if not subject:
+        subject = _subject_from(body)
+    attachments = list(attachments)
+
+    with transaction.atomic():
+        contact, account = _contact_for(email, requester_name)
+        access_key = secrets.token_urlsafe(24)
+        now = clock.now()
+        case = Case.objects.create(
+            tracking_number=numbering.next_number("CS"),
+            access_key_hash=hash_key(access_key),
+            subject=subject,
+            description=body,
+            channel=channel,
+            contact=contact,
+            account=account,
+            product=product,
+            requester_email=email,
+            requester_name=requester_name,
+            language=language,
+            suggested_kind=_suggested_kind(subject, body),
+            created_at=now,
+            updated_at=now,
+        )
+        received = {"channel": channel}
+        if follows is not None:
+            received["follows"] = follows.tracking_number
+        CaseEvent.objects.create(
+            case=case, kind=CaseEvent.Kind.RECEIVED, public=True, at=now, actor=actor, data=received
+        )
+        message = CaseEvent.objects.create(
+            case=case,
+            kind=CaseEvent.Kind.CUSTOMER_MESSAGE,
+            public=True,
+            at=now,
+            actor=actor,
+            author=requester_name or email,
+            body=body,
+            html=html,
+            data={"via": channel, "from": email},
+            inbound=inbound,
+        )
+        _save_attachments(case, message, attachments, public=True)
+        _assign(case, actor)
+        snapshot = audit.snapshot(case, list(_AUDITED))
+        audit.record(
+            actor,
+            case,
+            AuditEvent.Action.CREATED,
+            {name: value for name, value in snapshot.items() if value},
+            str(case),
+        )
+        events.emit("case.created", id=case.pk, actor_id=actor.pk, channel=channel)
+        if send_acknowledgement:
+            acknowledge(case, access_key)
+    return case, access_key
+
+
+def acknowledge(case: Case, access_key: str) -> bool:
+    """Queue the acknowledgement unless this case already had one; says whether it did.
+
+    The conditional update makes it once per case even when two processes try at once.
+    """
+    if _is_ours(case.requester_email):
+        # Mail to ourselves would come back to the intake: a loop.
+        return False
+    claimed = Case.objects.filter(pk=case.pk, acknowledged_at__isnull=True).update(
+        acknowledged_at=clock.now()
+    )
+    if not claimed:
+        return False
+    case.refresh_from_db(fields=["acknowledged_at"])
+    notify.acknowledge(case, access_key)
+    return True
+
+
+def _is_ours(address: str) -> bool:
+    return address.rpartition("@")[2].lower() == settings.MAIL_DOMAIN.lower()
+
+
+def _checked_email(value: str, errors: dict[str, list[str]]) -> str:
+    email = (value or "").strip().lower()
+    if not email:
+        errors["requester_email"] = [_("An e-mail address is required.")]
+        return ""
+    if len(email) > MAX_EMAIL:
+        errors["requester_email"] = [_("At most %(n)d characters.") % {"n": MAX_EMAIL}]
+        return ""
+    try:
+        validate_email(email)
+    except ValidationError:
+        errors["requester_email"] = [_("Enter a valid e-mail address.")]
+    return email
+
+
+def _checked_product(
+    actor: User, product: Product | int | None, errors: dict[str, list[str]]
+) -> Product | None:
+    if product in (None, ""):
+        return None
+    pk = product.pk if isinstance(product, Product) else product
+    try:
+        found = visible(actor, Product).filter(pk=int(pk), is_active=True).first()
+    except (TypeError, ValueError):
+        found = None
+    if found is None:
+        errors["product"] = [_("No such product.")]
+    return found
+
+
+def _subject_from(body: str) -> str:
+    first_line = one_line(body.strip().splitlines()[0]) if body.strip() else ""
+    if len(first_line) > 80:
+        first_line = first_line[:79].rstrip() + "…"
+    return first_line
+
+
+def _suggested_kind(subject: str, body: str) -> str:
+    kind = triage.suggest_kind(subject, body) or ""
+    return kind if kind in Case.Kind.values else ""
+
+
+def _assign(case: Case, actor: User) -> None:
+    """Pick an owner by the assignment rules; a failing rule leaves the case in the queue.
+
+    A broken rule must not turn customers away, so it is logged and the case stays unassigned.
+    """
+    try:
+        with transaction.atomic():
+            assignment.assign_on_arrival(case)
+            if case.owner_id or case.team_id:
+                case.save(update_fields=["owner", "team"])
+    except Exception:
+        log.exception("assignment on arrival failed for case %s", case.tracking_number)
+        case.owner_id = case.team_id = None
+        return
+    if case.owner_id or case.team_id:
+        CaseEvent.objects.create(
+            case=case,
+            kind=CaseEvent.Kind.ASSIGNED,
+            public=True,
+            at=clock.now(),
+            actor=actor,
+            data={"owner": case.owner_id, "team": case.team_id, "on_arrival": True},
+        )
+
+
+# Contacts.
+
+
+def _contact_for(email: str, name: str) -> tuple[Contact, Account | None]:
+    """The contact with this e-mail (oldest first), or a new one; and the case's account."""
+    contact = Contact.objects.filter(email__iexact=email).order_by("id").first()
+    if contact is not None:
+        account = contact.accounts.order_by("id").first() or account_for_domain(email)
+        return contact, account
+    account = account_for_domain(email)
+    owner = account.owner if account is not None and account.owner.is_active else system_user()
+    data: dict[str, Any] = {
+        "name": name or email.partition("@")[0][:200],
+        "email": email,
+        "owner": owner.pk,
+        "notes": _("Created from a support request."),
+    }
+    if account is not None:
+        data["accounts"] = [account.pk]
+    contact = crm_services.create(system_user(), "contact", data)
+    return contact, account
+
+
+def account_for_domain(email: str) -> Account | None:
+    """The oldest account whose e-mail or web site is on the sender's domain.
+
+    Free-mail domains match nobody. A web site matches with or without ``www.``.
+    """
+    domain = email.rpartition("@")[2].lower().strip()
+    if not domain or domain in FREE_MAIL_DOMAINS:
+        return None
+    candidates = Account.objects.filter(email__iendswith="@" + domain).order_by("id")
+    account = candidates.first()
+    if account is not None:
+        return account
+    for account in Account.objects.filter(website__icontains=domain).order_by("id")[:50]:
+        if _host(account.website) == domain:
+            return account
+    return None
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    url = url.strip().lower()
+    if "://" not in url:
+        url = "http://" + url
+    host = urlsplit(url).hostname or ""
+    return host.removeprefix("www.")
+
+
+# Attachments.
+
+
+def _save_attachments(
+    case: Case, event: CaseEvent, attachments: list[Attachment], *, public: bool
+) -> list[CaseAttachment]:
+    limit = settings.TRELLIS["MAIL"]["MAX_ATTACHMENT_BYTES"]
+    rows = []
+    for attachment in attachments:
+        name = safe_filename(attachment.filename)
+        data = attachment.data or b""
+        size = max(attachment.size or 0, len(data))
+        too_big = size > limit
+        allowed = bool(attachment.allowed) and not too_big and not is_forbidden(name)
+        rows.append(
+            CaseAttachment(
+                case=case,
+                event=event,
+                filename=name,
+                content_type=_content_type(attachment.content_type),
+                size=size,
+                data=b"" if too_big else data,
+                allowed=allowed,
+                public=public,
+                created_at=event.at,
+            )
+        )
+    return CaseAttachment.objects.bulk_create(rows)
+
+
+# Replies from the customer.
+
+
+def customer_reply(
+    case: Case,
+    *,
+    body: str,
+    attachments: Iterable[Attachment] = (),
+    via: str,
+    html: str = "",
+    inbound: InboundMessage | None = None,
+) -> CaseEvent:
+    """The customer's message on their case (by mail or on the status page).
+
+    A case waiting on the customer, or resolved, goes back to the team (status open, with a
+    public status event). A closed case takes no more messages (``Conflict``); mail to one opens
+    a new case instead (see ``handle_mail``). A merged case passes the message to the case it was
+    merged into.
+    """
+    html = sanitize.clean_html(html or "")
+    body = (body or "").strip() or sanitize.render_text(html)
+    attachments = list(attachments)
+    if not body and not attachments:
+        raise ValidationFailed({"body": [_("Write a message or attach a file.")]})
+    if len(body) > MAX_BODY:
+        raise ValidationFailed({"body": [_("At most %(n)d characters.") % {"n": MAX_BODY}]})
+    actor = system_user()
+    with transaction.atomic():
+        case = _locked(final_case(case))
+        if case.status == Case.Status.CLOSED:
+            raise Conflict(_("This case is closed. Please open a new one."))
+        now = clock.now()
+        event = CaseEvent.objects.create(
+            case=case,
+            kind=CaseEvent.Kind.CUSTOMER_MESSAGE,
+            public=True,
+            at=now,
+            actor=actor,
+            author=case.requester_name or case.requester_email,
+            body=body,
+            html=html,
+            data={"via": via, "from": case.requester_email},
+            inbound=inbound,
+        )
+        _save_attachments(case, event, attachments, public=True)
+        changed = ["updated_at"]
+        if case.status in (Case.Status.WAITING_ON_CUSTOMER, Case.Status.RESOLVED):
+            _set_status(case, Case.Status.OPEN, actor, reason="customer_reply")
+            changed = ["status", "resolved_at", "version", "updated_at"]
+        case.updated_at = now
+        case.save(update_fields=changed)
+        events.emit("case.customer_message", id=case.pk, event_id=event.pk, via=via)
+    return event
+
+
+def _set_status(case: Case, new: str, actor: User, *, reason: str) -> None:
+    old = case.status
+    case.status = new
+    if new != Case.Status.RESOLVED:
+        case.resolved_at = None
+    case.version += 1
+    case.updated_at = clock.now()
+    CaseEvent.objects.create(
+        case=case,
+        kind=CaseEvent.Kind.STATUS,
+        public=True,
+        at=case.updated_at,
+        actor=actor,
+        data={"from": old, "to": new, "reason": reason},
+    )
+    audit.record(actor, case, AuditEvent.Action.UPDATED, {"status": [old, new]}, str(case))
+    events.emit("case.updated", id=case.pk, actor_id=actor.pk, changed=["status"])
+
+
+def _locked(case: Case) -> Case:
+    return Case.objects.select_for_update().get(pk=case.pk)
+
+
+def final_case(case: Case) -> Case:
+    """The case a merged case was merged into (following a chain of merges)."""
+    for _hop in range(_MAX_MERGE_HOPS):
+        if case.merged_into_id is None:
+            return case
+        case = Case.objects.get(pk=case.merged_into_id)
+    return case
+
+
+# Mail.
+
+
+def handle_mail(inbound: InboundMessage, parsed: ParsedMessage) -> Case:
+    """The support mailbox: a reply joins its case by tracking number, otherwise a new case."""
+    sender = _sender(parsed)
+    case = case_by_reference(parsed.subject, sender) or case_by_reference(parsed.text, sender)
+    if case is not None:
+        return _mail_to_case(case, inbound, parsed, sender)
+    case, _key = _open_from_mail(inbound, parsed, sender)
+    return case
+
+
+def handle_reply(record: Case, inbound: InboundMessage, parsed: ParsedMessage) -> Case:
+    """Mail to a case's reply address, or answering a message we sent or received for it.
+
+    Also how an admin files a quarantined message into a case by hand; one without a readable
+    From then joins the case as an internal message for the agent to judge.
+    """
+    sender = (parsed.from_address or "").strip().lower()
+    return _mail_to_case(record, inbound, parsed, sender)
+
+
+def case_by_reference(text: str, sender: str = "") -> Case | None:
+    """The case a tracking number in ``text`` names; with several, the sender's own, newest.
+
+    A follow-up of a closed case carries both numbers in its subject; the newest is the one the
+    conversation continues in.
+    """
+    numbers = list(dict.fromkeys(m.upper() for m in TRACKING_NUMBER.findall(text or "")))[:20]
+    if not numbers:
+        return None
+    cases = list(Case.objects.filter(tracking_number__in=numbers))
+    if not cases:
+        return None
+    return max(cases, key=lambda c: (c.requester_email == sender, c.pk))
+
+
+def resolve_reference(text: str) -> Case | None:
+    """For the mail layer's quarantine: the case "CS-2026-000123" names, or ``None``."""
+    match = TRACKING_NUMBER.search((text or "").strip().upper())
+    if match is None:
+        return None
+    return Case.objects.filter(tracking_number=match.group()).first()
+
+
+def _sender(parsed: ParsedMessage) -> str:
+    sender = (parsed.from_address or "").strip().lower()
+    if not sender:
+        raise ValidationFailed(
+            {"from": [_("The message has no readable From address.")]},
+            detail="No readable From address; the envelope sender is not trusted for replies.",
+        )
+    return sender
+
+
+def _mail_to_case(case: Case, inbound: InboundMessage, parsed: ParsedMessage, sender: str) -> Case:
+    case = final_case(case)
+    if not sender or sender != case.requester_email.lower():
+        _foreign_message(case, inbound, parsed, sender)
+        return case
+    if case.status == Case.Status.CLOSED:
+        new_case, _key = _open_from_mail(inbound, parsed, sender, follows=case)
+        return new_case
+    body = _limited(parsed.text)
+    if not body.strip() and not parsed.attachments:
+        body = one_line(parsed.subject) or "-"
+    with transaction.atomic():
+        customer_reply(
+            case,
+            body=body,
+            attachments=parsed.attachments,
+            via=Case.Channel.EMAIL,
+            html=parsed.html,
+            inbound=inbound,
+        )
+        routing.link_message(parsed.message_id, case)
+    return case
+
+
+def _foreign_message(
+    case: Case, inbound: InboundMessage, parsed: ParsedMessage, sender: str
+) -> None:
+    """Someone other than the requester wrote about the case: for the agent's eyes only."""
+    with transaction.atomic():
+        case = _locked(case)
+        event = CaseEvent.objects.create(
+            case=case,
+            kind=CaseEvent.Kind.CUSTOMER_MESSAGE,
+            public=False,
+            at=clock.now(),
+            actor=system_user(),
+            author=one_line(parsed.from_name)[:200] or sender or "?",
+            body=_limited(parsed.text),
+            html=parsed.html or "",
+            data={
+                "via": Case.Channel.EMAIL,
+                "from": sender,
+                "subject": one_line(parsed.subject)[:300],
+                "flag": "foreign_sender" if sender else "no_sender",
+            },
+            inbound=inbound,
+        )
+        _save_attachments(case, event, list(parsed.attachments), public=False)
+        case.updated_at = event.at
+        case.save(update_fields=["updated_at"])
+        routing.link_message(parsed.message_id, case)
+        events.emit("case.foreign_message", id=case.pk, event_id=event.pk)
+
+
+def _open_from_mail(
+    inbound: InboundMessage, parsed: ParsedMessage, sender: str, follows: Case | None = None
+) -> tuple[Case, str]:
+    language = parsed.language if parsed.language in ("en", "ko") else ""
+    subject = one_line(parsed.subject)[:MAX_SUBJECT]
+    body = _limited(parsed.text)
+    if not subject and not body.strip():
+        with translation.override(language or "en"):
+            subject = _("(no subject)")
+    with transaction.atomic():
+        case, key = _open_case(
+            channel=Case.Channel.EMAIL,
+            subject=subject,
+            body=body,
+            requester_email=sender,
+            requester_name=one_line(parsed.from_name)[:MAX_NAME],
+            language=language,
+            html=parsed.html,
+            attachments=parsed.attachments,
+            inbound=inbound,
+            follows=follows,
+            # The mail layer keeps automated mail away from us; should one slip through, an
+            # acknowledgement to an auto-responder could start a loop.
+            send_acknowledgement=not parsed.automated,
+        )
+        routing.link_message(parsed.message_id, case)
+        if follows is not None:
+            _note_follow_up(follows, case)
+    return case, key
+
+
+def _note_follow_up(old: Case, new: Case) -> None:
+    actor = system_user()
+    now = clock.now()
+    CaseEvent.objects.create(
+        case=old,
+        kind=CaseEvent.Kind.NOTE,
+        public=False,
+        at=now,
+        actor=actor,
+        body=_("The customer wrote again after this case was closed: %(number)s.")
+        % {"number": new.tracking_number},
+        data={"follow_up": new.tracking_number},
+    )
+    CaseEvent.objects.create(
+        case=new,
+        kind=CaseEvent.Kind.NOTE,
+        public=False,
+        at=now,
+        actor=actor,
+        body=_("Follow-up to the closed case %(number)s.") % {"number": old.tracking_number},
+        data={"follows": old.tracking_number},
+    )
+
+
+def _limited(text: str) -> str:
+    text = (text or "").strip()
+    return text[:MAX_BODY]

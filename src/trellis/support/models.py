@@ -2,6 +2,7 @@
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from trellis.core import clock
 from trellis.core.models import Team, User
@@ -30,7 +31,7 @@ class Case(models.Model):
         EMAIL = "email", _("e-mail")
         WEB = "web", _("web form")
         API = "api", _("API")
-        PHONE = "phone", _("phone")
+        PHONE = "phone", pgettext_lazy("case channel", "phone")
 
     class Priority(models.TextChoices):
         LOW = "low", _("low")
@@ -252,7 +253,7 @@ class AssignmentRule(models.Model):
         QUEUE = "queue", _("the team's queue (first to claim)")
 
     name = models.CharField(_("name"), max_length=100)
-    order = models.PositiveIntegerField(_("order"), default=100)
+    order = models.PositiveIntegerField(pgettext_lazy("position in a list", "order"), default=100)
     is_active = models.BooleanField(_("active"), default=True)
     language = models.CharField(_("customer language"), max_length=10, blank=True)
     product = models.ForeignKey(

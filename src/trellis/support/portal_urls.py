@@ -1,4 +1,24 @@
-from django.urls import path  # noqa: F401
+"""The customer portal under /help/: no login; see ``portal`` and ``access``."""
+
+from django.urls import path
+
+from . import portal
 
 app_name = "portal"
-urlpatterns: list = []
+urlpatterns = [
+    path("", portal.index, name="index"),
+    path("new/", portal.new_case, name="new"),
+    path("new/sent/", portal.case_sent, name="sent"),
+    path("c/<str:tracking>/", portal.case_page, name="case"),
+    path(
+        "c/<str:tracking>/files/<int:attachment_id>/",
+        portal.case_attachment,
+        name="case-attachment",
+    ),
+    path("c/<str:tracking>/<str:key>/", portal.status, name="status"),
+    path(
+        "c/<str:tracking>/<str:key>/files/<int:attachment_id>/",
+        portal.attachment,
+        name="attachment",
+    ),
+]
