@@ -82,3 +82,13 @@ def test_a_phone_number_is_found_however_it_is_typed():
     for typed in ["02-2255-0114", "2255-0114", "0222550114", "+82 2 2255 0114"]:
         assert search_query(typed) in key
     assert search_query("한빛") in key
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "full"),
+    [("서연", "최", "최서연"), ("Tom", "Baker", "Tom Baker"), ("Minji", "김", "Minji 김")],
+)
+def test_korean_names_are_written_family_name_first(first, last, full):
+    from trellis.core.models import User
+
+    assert User(first_name=first, last_name=last).get_full_name() == full

@@ -114,6 +114,16 @@ class User(AbstractUser):
     def __str__(self) -> str:
         return self.get_full_name() or self.username
 
+    def get_full_name(self) -> str:
+        # A Korean name is written family name first, without a space: 최서연, not 서연 최.
+        if _is_hangul(self.first_name) and _is_hangul(self.last_name):
+            return f"{self.last_name}{self.first_name}"
+        return super().get_full_name()
+
+
+def _is_hangul(text: str) -> bool:
+    return bool(text) and all("\uac00" <= ch <= "\ud7a3" for ch in text)
+
 
 class OwnedRecord(models.Model):
     """Fields every CRM record shares: who owns it, which team it belongs to, its version."""

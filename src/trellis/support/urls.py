@@ -1,4 +1,27 @@
-from django.urls import path  # noqa: F401
+"""The agent's support pages, under /cases/."""
+
+from django.urls import path
+
+from . import views
 
 app_name = "support"
-urlpatterns: list = []
+
+urlpatterns = [
+    path("", views.case_list, name="case-list"),
+    path("new-call/", views.log_call, name="log-call"),
+    path("features/", views.feature_list, name="feature-list"),
+    path("<int:pk>/", views.case_detail, name="case-detail"),
+    path("<int:pk>/claim/", views.case_claim, name="case-claim"),
+    path("<int:pk>/assign/", views.case_assign, name="case-assign"),
+    path("<int:pk>/status/", views.case_status, name="case-status"),
+    path("<int:pk>/classify/", views.case_classify, name="case-classify"),
+    path("<int:pk>/reply/", views.case_reply, name="case-reply"),
+    path("<int:pk>/notes/", views.case_note, name="case-note"),
+    path("<int:pk>/merge/", views.case_merge, name="case-merge"),
+    path("<int:pk>/split/", views.case_split, name="case-split"),
+    path(
+        "<int:pk>/attachments/<int:attachment_id>/",
+        views.case_attachment,
+        name="case-attachment",
+    ),
+]

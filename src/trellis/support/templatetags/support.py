@@ -1,0 +1,220 @@
+"""How support pages show what is special to cases: the navigation, timeline entries, e-mail
+HTML."""
+
+from collections.abc import Iterable
+from typing import Any
+
+import nh3
+from django import template
+from django.urls import NoReverseMatch, reverse
+from django.utils import translation
+from django.utils.html import conditional_escape, format_html
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext as _
+
+from trellis.core.models import Role, User
+from trellis.core.visibility import can
+from trellis.crm.templatetags.crm import show
+
+from ..models import Case, CaseEvent
+
+register = template.Library()
+
+
+def is_admin(user: User) -> bool:
+    if not user.is_authenticated:
+        return False
+    return user.is_superuser or bool(user.role_id and user.role.code == Role.ADMIN)
+
+
+@register.inclusion_tag("support/agent/_nav.html", takes_context=True)
+def support_nav(context: template.Context) -> dict[str, Any]:
+    """Cases and feature requests for those who may see cases; the mail quarantine for admins."""
+    request = context["request"]
+    user = request.user
+    match = request.resolver_match
+    namespace = match.namespace if match else ""
+    url_name = match.url_name if match else ""
+    items = []
+    if can(user, "view", "case"):
+        items += [
+            {
+                "key": "cases",
+                "label": _("Cases"),
+                "url": reverse("support:case-list"),
+                "current": namespace == "support" and url_name != "feature-list",
+            },
+            {
+                "key": "features",
+                "label": _("Feature requests"),
+                "url": reverse("support:feature-list"),
+                "current": namespace == "support" and url_name == "feature-list",
+            },
+        ]
+    if is_admin(user):
+        try:
+            url = reverse("mail:quarantine")
+        except NoReverseMatch:  # the mail pages are not installed
+            url = ""
+        if url:
+            items.append(
+                {
+                    "key": "quarantine",
+                    "label": _("Mail quarantine"),
+                    "url": url,
+                    "current": namespace == "mail",
+                }
+            )
+    return {"items": items}
+
+
+def _no_remote_images(tag: str, attribute: str, value: str) -> str | None:
+    # Loading a remote image tells the sender that the message was opened, and when.
+    if tag == "img" and attribute in ("src", "srcset") and not value.startswith("data:image/"):
+        return None
+    return value
+
+
+@register.filter
+def email_html(html: str) -> SafeString:
+    """The sanitised HTML of an e-mail, cleaned once more where it is shown.
+
+    Intake stores sanitised HTML; cleaning again here means an agent's page never runs a script
+    or loads a remote image, whatever an older or faulty row holds.
+    """
+    cleaned = nh3.clean(
+        html or "",
+        attribute_filter=_no_remote_images,
+        link_rel="noopener noreferrer nofollow",
+    )
+    return mark_safe(cleaned)  # noqa: S308  (nh3 output)
+
+
+@register.filter
+def language_name(code: str) -> str:
+    """A language code as people read it, in the page's language: "ko" -> "Korean"."""
+    try:
+        return translation.get_language_info(code or "")["name_translated"]
+    except KeyError:
+        return code or ""
+
+
+@register.simple_tag
+def event_author(event: CaseEvent) -> str:
+    """Who wrote or did it: the customer by the name they gave, agents by their full name."""
+    if event.kind == CaseEvent.Kind.CUSTOMER_MESSAGE and event.author:
+        return event.author
+    if event.actor_id is not None:
+        return str(event.actor)
+    return event.author or _("System")
+
+
+def _choice(field: str, value: Any) -> Any:
+    return show(Case._meta.get_field(field), value)
+
+
+def _arrow(old: Any, new: Any) -> SafeString:
+    return format_html(
+        '{} <span class="arrow" aria-label="{}">→</span> {}', old, _("changed to"), new
+    )
+
+
+def _case_link(number: Any, pk: Any) -> SafeString | str:
+    if not number:
+        return ""
+    if isinstance(pk, int):
+        return format_html(
+            '<a href="{}" class="tracking">{}</a>',
+            reverse("support:case-detail", args=[pk]),
+            number,
+        )
+    return str(number)
+
+
+@register.simple_tag
+def event_summary(event: CaseEvent, names: dict[str, dict[int, str]]) -> SafeString | str:
+    """One line saying what a status, assignment, class, merge or split event changed.
+
+    ``names`` maps "users" and "teams" to the names of ids an assignment event holds without
+    its names.
+    """
+    data = event.data if isinstance(event.data, dict) else {}
+    summary = _summary(event.kind, data, names)
+    if data.get("merged_from"):
+        origin = _("Copied from %(number)s.") % {"number": data["merged_from"]}
+        summary = format_html("{} {}", summary, origin) if summary else origin
+    return summary
+
+
+def _summary(kind: str, data: dict[str, Any], names: dict[str, dict[int, str]]) -> Any:
+    if kind == CaseEvent.Kind.RECEIVED and data.get("channel"):
+        text = _("Received by %(channel)s.") % {"channel": _choice("channel", data["channel"])}
+        if data.get("follows"):
+            text += " " + _("It follows up on %(number)s.") % {"number": data["follows"]}
+        return text
+    if kind == CaseEvent.Kind.STATUS and data.get("to"):
+        return _arrow(_choice("status", data.get("from")), _choice("status", data["to"]))
+    if kind == CaseEvent.Kind.CLASSIFIED and data.get("to"):
+        shown = _arrow(_choice("kind", data.get("from")), _choice("kind", data["to"]))
+        if data.get("feature_title"):
+            url = reverse("support:feature-list")
+            feature = format_html(
+                '<a href="{}#feature-{}">{}</a>', url, data.get("feature"), data["feature_title"]
+            )
+            shown = format_html("{} · {}", shown, feature)
+        return shown
+    if kind == CaseEvent.Kind.ASSIGNED:
+        return _assignment(data, names)
+    if kind == CaseEvent.Kind.MERGED:
+        if data.get("into"):
+            link = _case_link(data["into"], data.get("into_id"))
+            return _with_number(_("Merged into %(number)s."), link)
+        if data.get("merged"):
+            link = _case_link(data["merged"], data.get("merged_id"))
+            return _with_number(_("%(number)s was merged into this case."), link)
+    if kind == CaseEvent.Kind.SPLIT:
+        if data.get("into"):
+            link = _case_link(data["into"], data.get("into_id"))
+            return _with_number(_("Messages moved into the new case %(number)s."), link)
+        if data.get("from_case"):
+            link = _case_link(data["from_case"], data.get("from_id"))
+            return _with_number(_("Split from %(number)s."), link)
+    return ""
+
+
+def _with_number(text: str, number: Any) -> SafeString:
+    """A translated sentence around a case's number, which may be a link."""
+    return mark_safe(conditional_escape(text) % {"number": conditional_escape(number)})  # noqa: S308
+
+
+def _assignment(data: dict[str, Any], names: dict[str, dict[int, str]]) -> str:
+    owner = data.get("owner_name") or names.get("users", {}).get(data.get("owner"), "")
+    team = data.get("team_name") or names.get("teams", {}).get(data.get("team"), "")
+    if owner and team:
+        text = _("Assigned to %(owner)s (%(team)s).") % {"owner": owner, "team": team}
+    elif owner:
+        text = _("Assigned to %(owner)s.") % {"owner": owner}
+    elif team:
+        text = _("Waiting in the %(team)s queue.") % {"team": team}
+    else:
+        text = _("Waiting in the queue.")
+    via = {
+        "claim": _("Claimed from the queue."),
+        "reply": _("Taken by replying."),
+    }.get(data.get("via", ""))
+    if data.get("on_arrival"):
+        via = _("By the assignment rules.")
+    return f"{text} {via}" if via else text
+
+
+def assignment_ids(events: Iterable[CaseEvent]) -> tuple[set[int], set[int]]:
+    """The user and team ids of assignment events that do not carry their names."""
+    users, teams = set(), set()
+    for event in events:
+        if event.kind != CaseEvent.Kind.ASSIGNED or not isinstance(event.data, dict):
+            continue
+        if isinstance(event.data.get("owner"), int) and not event.data.get("owner_name"):
+            users.add(event.data["owner"])
+        if isinstance(event.data.get("team"), int) and not event.data.get("team_name"):
+            teams.add(event.data["team"])
+    return users, teams
