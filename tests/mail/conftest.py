@@ -117,9 +117,9 @@ def desk():
     routing.register_reply_handler(Team, handlers.handle_reply)
     inbound.register_reference_resolver(team_by_reference)
     yield handlers
-    routing._mailboxes.pop(desk_address().lower(), None)
+    routing.unregister_mailbox(desk_address().lower())
     if previous is None:
-        routing._reply_handlers.pop(Team, None)
+        routing.unregister_reply_handler(Team)
     else:
         routing.register_reply_handler(Team, previous)
     inbound.unregister_reference_resolver(team_by_reference)

@@ -401,7 +401,7 @@ def test_rerun_processes_a_quarantined_message_again(db, desk, admin):
     try:
         message = inbound.rerun(admin, message.pk)
     finally:
-        routing._mailboxes.pop(address.lower())
+        routing.unregister_mailbox(address.lower())
     assert (message.status, message.attempts) == (Status.PROCESSED, 2)
     assert team_of(message) is not None
     [event] = audit_of(message)

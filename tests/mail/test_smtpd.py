@@ -83,7 +83,7 @@ def test_a_mailbox_in_another_domain_is_accepted(intake_server, desk):
         pk = accepted_id(send(intake_server.port, build(to=address), to=[address]))
         assert intake_server.wait_until_idle()
     finally:
-        routing._mailboxes.pop(address)
+        routing.unregister_mailbox(address)
     assert status_of(pk) == Status.PROCESSED
 
 
@@ -244,7 +244,7 @@ def test_quarantined_mail_is_rerun_and_filed_by_an_admin(intake_server, desk, ad
     try:
         assert inbound.rerun(admin, first).status == Status.PROCESSED
     finally:
-        routing._mailboxes.pop(address)
+        routing.unregister_mailbox(address)
     assert inbound.file_into(admin, second, f"TEAM-{team.pk}").status == Status.FILED
     assert desk.replies == [(team.pk, second)]
 

@@ -6,8 +6,7 @@ Old windows are deleted by the sweep.
 
 from datetime import UTC, datetime, timedelta
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import connection
 
 from . import clock, sweep
 from .models import RateCounter
@@ -17,16 +16,17 @@ def hit(key: str, limit: int, window_seconds: int) -> bool:
     """Count one attempt on ``key``; ``False`` once more than ``limit`` fell in this window."""
     seconds = int(clock.now().timestamp())
     start = datetime.fromtimestamp(seconds - seconds % window_seconds, tz=UTC)
-    key = key[:200]
-    with transaction.atomic():
-        counters = RateCounter.objects.filter(key=key, window_start=start)
-        if not counters.update(hits=F("hits") + 1):
-            try:
-                with transaction.atomic():
-                    RateCounter.objects.create(key=key, window_start=start, hits=1)
-            except IntegrityError:
-                counters.update(hits=F("hits") + 1)
-        hits = counters.values_list("hits", flat=True).first() or 0
+    table = connection.ops.quote_name(RateCounter._meta.db_table)
+    # One statement on PostgreSQL and SQLite (3.35+): count, or start counting, and read back.
+    # Only the table name is formatted in, and it comes from the model, never from input.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (key, window_start, hits) VALUES (%s, %s, 1) "  # noqa: S608
+            f"ON CONFLICT (key, window_start) DO UPDATE SET hits = {table}.hits + 1 "
+            "RETURNING hits",
+            [key[:200], start],
+        )
+        (hits,) = cursor.fetchone()
     return hits <= limit
 
 

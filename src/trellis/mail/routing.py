@@ -38,6 +38,14 @@ def register_reply_handler(model: type[models.Model], handler: ReplyHandler) -> 
     _reply_handlers[model] = handler
 
 
+def unregister_mailbox(address: str) -> None:
+    _mailboxes.pop(address.lower(), None)
+
+
+def unregister_reply_handler(model: type[models.Model]) -> None:
+    _reply_handlers.pop(model, None)
+
+
 def mailbox(address: str) -> MailboxHandler | None:
     return _mailboxes.get(address.lower())
 
@@ -100,12 +108,17 @@ def link_message(message_id: str, record: models.Model) -> None:
     """Remember that ``message_id`` belongs to ``record`` (first record wins)."""
     if not message_id:
         return
-    MessageLink.objects.get_or_create(
-        message_id=message_id[:250],
-        defaults={
-            "content_type": ContentType.objects.get_for_model(record),
-            "object_id": record.pk,
-        },
+    # One INSERT ... ON CONFLICT DO NOTHING: no read first, and no savepoint to recover from a
+    # duplicate inside the caller's transaction.
+    MessageLink.objects.bulk_create(
+        [
+            MessageLink(
+                message_id=message_id[:250],
+                content_type=ContentType.objects.get_for_model(record),
+                object_id=record.pk,
+            )
+        ],
+        ignore_conflicts=True,
     )
 
 
