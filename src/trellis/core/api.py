@@ -7,15 +7,18 @@ here: input types that refuse what the database could not store, and a fast JSON
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import Promise
+from django.utils.translation import gettext as _
 from ninja import Router, Schema
 from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, StringConstraints
 
 from . import services, visibility
+from .errors import ValidationFailed
 from .models import ApiToken, User
 
 # Every id column is a 64-bit integer; a larger number would crash the database driver
@@ -76,6 +79,14 @@ def _encode(value: Any) -> Any:
     if isinstance(value, Promise):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def refuse_unknown_params(given: Iterable[str], allowed: Iterable[str]) -> None:
+    """A query parameter an endpoint does not take is a 422 naming it, not silently ignored
+    (a misspelt filter would otherwise return every row)."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValidationFailed({name: [_("Unknown query parameter.")] for name in unknown})
 
 
 def json_response(

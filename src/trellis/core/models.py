@@ -72,6 +72,10 @@ class RoleRight(models.Model):
         return f"{self.role} / {self.object_type}: {self.scope}"
 
 
+# The user that acts for writes no person made (see ``services.system_user``).
+SYSTEM_USERNAME = "trellis"
+
+
 class User(AbstractUser):
     email = models.EmailField(_("e-mail address"), blank=True)
     team = models.ForeignKey(

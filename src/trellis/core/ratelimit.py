@@ -6,9 +6,7 @@ Old windows are deleted by the sweep.
 
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection
-
-from . import clock, sweep
+from . import clock, counters, sweep
 from .models import RateCounter
 
 
@@ -16,17 +14,7 @@ def hit(key: str, limit: int, window_seconds: int) -> bool:
     """Count one attempt on ``key``; ``False`` once more than ``limit`` fell in this window."""
     seconds = int(clock.now().timestamp())
     start = datetime.fromtimestamp(seconds - seconds % window_seconds, tz=UTC)
-    table = connection.ops.quote_name(RateCounter._meta.db_table)
-    # One statement on PostgreSQL and SQLite (3.35+): count, or start counting, and read back.
-    # Only the table name is formatted in, and it comes from the model, never from input.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (key, window_start, hits) VALUES (%s, %s, 1) "  # noqa: S608
-            f"ON CONFLICT (key, window_start) DO UPDATE SET hits = {table}.hits + 1 "
-            "RETURNING hits",
-            [key[:200], start],
-        )
-        (hits,) = cursor.fetchone()
+    hits = counters.increment(RateCounter, "hits", key=key[:200], window_start=start)
     return hits <= limit
 
 

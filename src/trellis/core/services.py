@@ -8,7 +8,7 @@ from django.utils.translation import gettext as _
 
 from . import clock, registry
 from .errors import NotFound, PermissionDenied
-from .models import ApiToken, Role, RoleRight, Team, User, hash_token
+from .models import SYSTEM_USERNAME, ApiToken, Role, RoleRight, Team, User, hash_token
 from .visibility import rights_of
 
 DEFAULT_ROLES = {
@@ -47,9 +47,6 @@ def ensure_default_rights() -> None:
                     )
                 )
         RoleRight.objects.bulk_create(missing)
-
-
-SYSTEM_USERNAME = "trellis"
 
 
 def system_user() -> User:

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from . import registry
-from .models import Role, Scope, User
+from .models import SYSTEM_USERNAME, Role, RoleRight, Scope, User
 
 M = TypeVar("M", bound=models.Model)
 
@@ -98,6 +98,28 @@ def visible(user: User, model: type[M]) -> models.QuerySet[M]:
         return queryset.none()
     condition = scope_filter(user, scope)
     return queryset if condition is None else queryset.filter(condition)
+
+
+def is_admin(user: User | None) -> bool:
+    """Superusers and users with the administrator role: they run configuration and mail."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    return user.is_superuser or (user.role_id is not None and user.role.code == Role.ADMIN)
+
+
+def users_who_may(action: str, object_type: str) -> models.QuerySet[User]:
+    """Active people (not the system user) whose role lets them ``action`` this object type,
+    e.g. the agents a case can be handed to."""
+    granted = RoleRight.objects.filter(object_type=object_type, **{f"can_{action}": True})
+    return (
+        User.objects.filter(is_active=True)
+        .filter(
+            Q(is_superuser=True)
+            | Q(role__code=Role.ADMIN)
+            | Q(role_id__in=granted.values("role_id"))
+        )
+        .exclude(username=SYSTEM_USERNAME)
+    )
 
 
 def can(user: User, action: str, object_type: str) -> bool:

@@ -33,7 +33,15 @@ from ninja import Query, Router, Schema
 from pydantic import ConfigDict, Field, create_model
 
 from trellis.core import registry
-from trellis.core.api import Id, Input, Timestamp, Version, json_response, text
+from trellis.core.api import (
+    Id,
+    Input,
+    Timestamp,
+    Version,
+    json_response,
+    refuse_unknown_params,
+    text,
+)
 from trellis.core.errors import NotFound, PermissionDenied, StaleVersion, ValidationFailed
 from trellis.core.models import User
 from trellis.core.money import MAX_AMOUNT, MINOR_UNITS
@@ -358,9 +366,7 @@ class RecordEndpoints:
 
     def page_of(self, user: User, given: QueryDict, params: Schema) -> HttpResponse:
         """The list endpoint's answer: one page of the records the user may see."""
-        unknown = sorted(set(given) - self.list_param_names)
-        if unknown:
-            raise ValidationFailed({name: [_("Unknown query parameter.")] for name in unknown})
+        refuse_unknown_params(given, self.list_param_names)
         if not can(user, "view", self.key):
             raise PermissionDenied(_("You may not see this kind of record."))
         filters = params.model_dump(exclude_none=True)

@@ -6,16 +6,16 @@ for an endpoint or a message that does not exist. Every action is a call to ``in
 """
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any, Literal
 
 from django.contrib.contenttypes.models import ContentType
-from django.http import HttpRequest, HttpResponse, QueryDict
-from django.utils.translation import gettext as _
+from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema
 from pydantic import ConfigDict, Field
 
-from trellis.core.api import Id, Input, json_response, text
-from trellis.core.errors import ValidationFailed
+from trellis.core.api import Id, Input, json_response, refuse_unknown_params, text
+from trellis.core.paging import Page
 
 from . import inbound, outbound
 from .models import InboundMessage, OutboundMessage
@@ -168,13 +168,15 @@ def _outbound(message: OutboundMessage) -> dict[str, Any]:
     }
 
 
-def _refuse_unknown(given: QueryDict, params: type[Schema]) -> None:
-    unknown = sorted(set(given) - set(params.model_fields))
-    if unknown:
-        raise ValidationFailed({name: [_("Unknown query parameter.")] for name in unknown})
-
-
-def _page(page: Any, present: Any) -> HttpResponse:
+def _list(
+    request: HttpRequest,
+    params: InboundListParams | OutboundListParams,
+    page_of: Callable[..., Page],
+    present: Callable[[Any], dict[str, Any]],
+) -> HttpResponse:
+    """One page of ``page_of``'s messages; a query parameter the list does not take is 422."""
+    refuse_unknown_params(request.GET, type(params).model_fields)
+    page = page_of(request.auth, params.status, params.page, params.page_size)
     return json_response(
         {
             "items": [present(m) for m in page.items],
@@ -194,9 +196,7 @@ def _page(page: Any, present: Any) -> HttpResponse:
     "Administrators only.",
 )
 def list_inbound(request: HttpRequest, params: Query[InboundListParams]) -> HttpResponse:
-    _refuse_unknown(request.GET, InboundListParams)
-    page = inbound.page_of(request.auth, params.status, params.page, params.page_size)
-    return _page(page, _inbound)
+    return _list(request, params, inbound.page_of, _inbound)
 
 
 @router.get(
@@ -255,9 +255,7 @@ def file_inbound(request: HttpRequest, id: Id, payload: FileIn) -> HttpResponse:
     "attempt. Administrators only.",
 )
 def list_outbound(request: HttpRequest, params: Query[OutboundListParams]) -> HttpResponse:
-    _refuse_unknown(request.GET, OutboundListParams)
-    page = outbound.page_of(request.auth, params.status, params.page, params.page_size)
-    return _page(page, _outbound)
+    return _list(request, params, outbound.page_of, _outbound)
 
 
 @router.post(

@@ -35,8 +35,9 @@ from django.utils.translation import gettext as _
 
 from trellis.core import audit, clock, events, ratelimit, sweep
 from trellis.core.errors import Conflict, NotFound, ServiceError, ValidationFailed
-from trellis.core.models import AuditEvent, Role, User
+from trellis.core.models import AuditEvent, User
 from trellis.core.paging import Page, paginate
+from trellis.core.visibility import is_admin
 
 from . import parsing, routing
 from .models import MESSAGE_ID_LENGTH, InboundMessage
@@ -96,9 +97,9 @@ def store(
         return InboundMessage.objects.create(
             received_at=clock.now(),
             channel=channel,
-            peer=_storable(peer)[:100],
-            envelope_from=_storable(envelope_from)[:320],
-            recipients=[_storable(r)[:320] for r in recipients],
+            peer=storable(peer)[:100],
+            envelope_from=storable(envelope_from)[:320],
+            recipients=[storable(r)[:320] for r in recipients],
             raw=raw,
             size=size,
             truncated=truncated,
@@ -119,7 +120,7 @@ def headers_of(raw: bytes) -> list[tuple[str, str]]:
                 head = head[: end + len(separator)]
                 break
         message = BytesHeaderParser(policy=compat32).parsebytes(head)
-        return [(_storable(name), _decoded(value)) for name, value in message.items()]
+        return [(storable(name), _decoded(value)) for name, value in message.items()]
     except Exception:
         log.warning("could not read the headers of a message", exc_info=True)
         return []
@@ -141,11 +142,11 @@ def header_summary(raw: bytes) -> dict[str, str]:
 
 def clean_message_id(value: str) -> str:
     """``<abc@host>`` -> ``abc@host``, cut to what the index keeps."""
-    return _storable(value).strip().strip("<>").strip()[:MESSAGE_ID_LENGTH]
+    return storable(value).strip().strip("<>").strip()[:MESSAGE_ID_LENGTH]
 
 
 def one_line(text: str) -> str:
-    return " ".join(_storable(text).split())
+    return " ".join(storable(text).split())
 
 
 def _decoded(value: object) -> str:
@@ -153,11 +154,11 @@ def _decoded(value: object) -> str:
         text = str(make_header(decode_header(str(value))))
     except Exception:
         text = str(value)
-    return _storable(text)
+    return storable(text)
 
 
-def _storable(text: str) -> str:
-    """Without what the databases refuse: NUL characters and lone surrogates."""
+def storable(text: str) -> str:
+    """``text`` without what the databases refuse: NUL characters and lone surrogates."""
     text = str(text).replace("\x00", "")
     return text.encode("utf-8", "replace").decode("utf-8")
 
@@ -180,7 +181,9 @@ def process(inbound_id: int, *, rerun: bool = False) -> InboundMessage:
     parsed, failure = _parse(message)
     try:
         with transaction.atomic():
-            locked = _lock(InboundMessage.objects.filter(pk=inbound_id).defer("raw")).first()
+            locked = lock_skip_locked(
+                InboundMessage.objects.filter(pk=inbound_id).defer("raw")
+            ).first()
             if locked is None or not _may_process(locked, rerun):
                 return locked or message
             _process_row(locked, parsed, failure, rerun=rerun)
@@ -228,7 +231,9 @@ def _may_process(message: InboundMessage, rerun: bool) -> bool:
     return message.status == Status.RECEIVED or (rerun and message.status in RERUNNABLE)
 
 
-def _lock(queryset: models.QuerySet) -> models.QuerySet:
+def lock_skip_locked(queryset: models.QuerySet) -> models.QuerySet:
+    """``queryset`` locked for update, without the rows another transaction holds (on
+    PostgreSQL; SQLite's write lock serialises writers anyway)."""
     if connection.features.has_select_for_update_skip_locked:
         return queryset.select_for_update(skip_locked=True)
     return queryset.select_for_update()
@@ -253,7 +258,7 @@ def _process_row(
         _finish(message, Status.QUARANTINED, failure)
         return
     message.message_id = clean_message_id(parsed.message_id)
-    message.from_address = _storable(parsed.from_address)[:320]
+    message.from_address = storable(parsed.from_address)[:320]
     message.subject = one_line(parsed.subject)[:300]
     message.flags = [*message.flags, *(f for f in parsed.flags if f not in message.flags)]
 
@@ -318,7 +323,6 @@ def _process_row(
         return
     if made is not None:
         _link(message, made)
-        routing.link_message(message.message_id, made)
     _finish(message, Status.PROCESSED, "")
 
 
@@ -355,8 +359,10 @@ def _within_rate_limit(message: InboundMessage, parsed: ParsedMessage) -> bool:
 
 
 def _link(message: InboundMessage, record: models.Model) -> None:
+    """Make ``message`` part of ``record`` (saved by the caller), and replies to it too."""
     message.content_type = ContentType.objects.get_for_model(type(record))
     message.object_id = record.pk
+    routing.link_message(message.message_id, record)
 
 
 def _finish(message: InboundMessage, status: str, reason: str) -> None:
@@ -425,18 +431,10 @@ def resolve_reference(reference: str) -> models.Model | None:
 # What admins do with the quarantine.
 
 
-def is_mail_admin(user: User | None) -> bool:
-    """Mail is administered by superusers and users with the administrator role."""
-    if user is None or not user.is_authenticated or not user.is_active:
-        return False
-    if user.is_superuser:
-        return True
-    return user.role_id is not None and user.role.code == Role.ADMIN
-
-
 def require_admin(actor: User) -> None:
+    """Mail is administered by superusers and users with the administrator role."""
     # Not a 403: whether a message exists is not told to those who may not see it.
-    if not is_mail_admin(actor):
+    if not is_admin(actor):
         raise NotFound(_("No such message."))
 
 
@@ -530,7 +528,6 @@ def file_into(actor: User, inbound_id: int, reference: str) -> InboundMessage:
         message.processed_at = clock.now()
         _link(message, made)
         message.save(update_fields=["status", "processed_at", "content_type", "object_id"])
-        routing.link_message(message.message_id, made)
         _audit(actor, message, before, _("Filed the message into %(record)s") % {"record": made})
     return message
 
@@ -554,7 +551,7 @@ def _stand_in(message: InboundMessage) -> ParsedMessage:
         to=[],
         cc=[],
         date=None,
-        text=_storable(bytes(message.raw).decode("utf-8", "replace"))[:100_000],
+        text=storable(bytes(message.raw).decode("utf-8", "replace"))[:100_000],
         html="",
         flags=["unparseable"],
     )

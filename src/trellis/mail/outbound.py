@@ -26,7 +26,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.validators import validate_email
-from django.db import connection, models, transaction
+from django.db import models, transaction
 from django.utils.translation import gettext as _
 
 from trellis.core import audit, clock, events, sweep
@@ -35,7 +35,7 @@ from trellis.core.models import AuditEvent, User
 from trellis.core.paging import Page, paginate
 
 from . import routing
-from .inbound import clean_message_id, one_line, require_admin
+from .inbound import clean_message_id, lock_skip_locked, one_line, require_admin, storable
 from .models import OutboundMessage
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,8 @@ def queue(
             to=recipients,
             reply_to=replies[0] if replies else "",
             subject=one_line(subject)[:MAX_SUBJECT],
-            text=_storable(text),
-            html=_storable(html),
+            text=storable(text or ""),
+            html=storable(html or ""),
             message_id=message_id,
             in_reply_to=clean_message_id(in_reply_to),
             references=" ".join(m for m in referenced if m),
@@ -166,10 +166,6 @@ def _headers(headers: dict[str, str], errors: dict[str, list[str]]) -> dict[str,
     return checked
 
 
-def _storable(text: str) -> str:
-    return str(text or "").replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
-
-
 def _enqueue(outbound_id: int) -> None:
     from .tasks import send_message
 
@@ -200,12 +196,7 @@ def send(outbound_id: int) -> OutboundMessage | None:
 def _claim(outbound_id: int) -> OutboundMessage | None:
     now = clock.now()
     with transaction.atomic():
-        rows = OutboundMessage.objects.filter(pk=outbound_id)
-        if connection.features.has_select_for_update_skip_locked:
-            rows = rows.select_for_update(skip_locked=True)
-        else:
-            rows = rows.select_for_update()
-        message = rows.first()
+        message = lock_skip_locked(OutboundMessage.objects.filter(pk=outbound_id)).first()
         if message is None or message.status != Status.QUEUED:
             return None
         if message.next_attempt_at is not None and message.next_attempt_at > now:

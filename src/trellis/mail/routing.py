@@ -6,6 +6,9 @@ Domain apps register handlers from ``AppConfig.ready``; mail never imports them.
   parsed)`` returns the record the message became part of.
 - A *reply handler* handles a reply to one record type: ``handler(record, inbound, parsed)``.
 
+The mail layer links the message's Message-ID to the record a handler returns, so later replies
+find it.
+
 A message is routed, in this order, by a per-record reply address in its recipients
 (``reply+<signed token>@domain``), by its In-Reply-To and References headers (every Message-ID we
 sent or received for a record is a ``MessageLink``), and by the mailbox it was sent to.

@@ -17,10 +17,13 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from trellis.core.errors import Conflict, NotFound, ValidationFailed
+from trellis.core.paging import Page
+from trellis.core.visibility import is_admin
 
 from . import inbound, outbound
 from .models import InboundMessage, OutboundMessage
 
+# The first tab is shown by default.
 INBOUND_TABS = (
     (InboundMessage.Status.QUARANTINED, gettext_lazy("Quarantine")),
     (InboundMessage.Status.IGNORED, gettext_lazy("Ignored")),
@@ -41,7 +44,7 @@ def mail_admin(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     @login_required
     @wraps(view)
     def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not inbound.is_mail_admin(request.user):
+        if not is_admin(request.user):
             raise Http404
         try:
             return view(request, *args, **kwargs)
@@ -51,11 +54,6 @@ def mail_admin(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     return checked
 
 
-def _status(request: HttpRequest, tabs: tuple, default: str) -> str:
-    status = request.GET.get("status", default)
-    return status if status in {key for key, _label in tabs} else default
-
-
 def _page_number(request: HttpRequest) -> int:
     try:
         return max(int(request.GET.get("page", 1)), 1)
@@ -63,22 +61,23 @@ def _page_number(request: HttpRequest) -> int:
         return 1
 
 
-def _tabs(tabs: tuple, current: str) -> list[dict[str, Any]]:
-    return [{"key": key, "label": label, "current": key == current} for key, label in tabs]
+def _list(
+    request: HttpRequest, template: str, tabs: tuple, page_of: Callable[..., Page]
+) -> HttpResponse:
+    """A page of the messages of the tab ``?status=`` names (the first tab by default)."""
+    default = tabs[0][0]
+    status = request.GET.get("status", default)
+    if status not in {key for key, _label in tabs}:
+        status = default
+    page = page_of(request.user, None if status == "all" else status, _page_number(request), None)
+    shown = [{"key": key, "label": label, "current": key == status} for key, label in tabs]
+    return render(request, template, {"page": page, "status": status, "tabs": shown})
 
 
 @require_GET
 @mail_admin
 def quarantine(request: HttpRequest) -> HttpResponse:
-    status = _status(request, INBOUND_TABS, InboundMessage.Status.QUARANTINED)
-    page = inbound.page_of(
-        request.user, None if status == "all" else status, _page_number(request), None
-    )
-    return render(
-        request,
-        "mail/quarantine.html",
-        {"page": page, "status": status, "tabs": _tabs(INBOUND_TABS, status)},
-    )
+    return _list(request, "mail/quarantine.html", INBOUND_TABS, inbound.page_of)
 
 
 def _inbound_page(
@@ -171,15 +170,7 @@ def inbound_file(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @mail_admin
 def outgoing(request: HttpRequest) -> HttpResponse:
-    status = _status(request, OUTBOUND_TABS, OutboundMessage.Status.FAILED)
-    page = outbound.page_of(
-        request.user, None if status == "all" else status, _page_number(request), None
-    )
-    return render(
-        request,
-        "mail/outgoing.html",
-        {"page": page, "status": status, "tabs": _tabs(OUTBOUND_TABS, status)},
-    )
+    return _list(request, "mail/outgoing.html", OUTBOUND_TABS, outbound.page_of)
 
 
 @require_POST

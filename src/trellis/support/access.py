@@ -15,9 +15,7 @@ bearer token in the address bar, in the browser history and in anything it is pa
 session cookie is HttpOnly and SameSite, and it is dropped when the browser session ends.
 """
 
-import hashlib
 import hmac
-import re
 
 from django.conf import settings
 from django.urls import reverse
@@ -25,10 +23,9 @@ from django.utils.translation import gettext_lazy as _
 
 from trellis.core import clock, ratelimit
 from trellis.core.errors import RateLimited
+from trellis.core.models import hash_token
 
 from .models import Case, CaseEvent
-
-TRACKING_NUMBER = re.compile(r"CS-\d{4}-\d{6}")
 
 # (attempts, window in seconds). The look-up by e-mail is what a guesser would use.
 LOOKUP_PER_CLIENT = (10, 600)
@@ -38,7 +35,7 @@ VIEW_PER_CLIENT = (300, 600)
 GRANT_SECONDS = 3600
 _SESSION_KEY = "portal_cases"
 # What an unknown number is compared against, so that it costs what a known one costs.
-_DUMMY_HASH = hashlib.sha256(b"no such case").hexdigest()
+_DUMMY_HASH = hash_token("no such case")
 
 
 def status_url(case: Case, access_key: str) -> str:
@@ -67,7 +64,7 @@ def case_by_key(tracking_number: str, access_key: str, *, client: str = "") -> C
     """
     _count(f"portal-view:{client}", VIEW_PER_CLIENT)
     case = _case(tracking_number)
-    given = hashlib.sha256((access_key or "").encode()).hexdigest()
+    given = hash_token(access_key or "")
     matches = hmac.compare_digest(given, case.access_key_hash if case else _DUMMY_HASH)
     return case if case is not None and matches else None
 
@@ -87,7 +84,7 @@ def case_by_email(tracking_number: str, email: str, *, client: str = "") -> Case
 
 
 def _digest(email: str) -> str:
-    return hashlib.sha256((email or "").strip().lower().encode()).hexdigest()
+    return hash_token((email or "").strip().lower())
 
 
 def _case(tracking_number: str) -> Case | None:

@@ -15,12 +15,12 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
 from ninja import Query, Router, Schema
 from pydantic import ConfigDict, Field
 
-from trellis.core.api import Id, Input, Version, json_response, text
+from trellis.core.api import Id, Input, Version, json_response, refuse_unknown_params, text
 from trellis.core.errors import NotFound, PermissionDenied, StaleVersion, ValidationFailed
 from trellis.core.models import User
 from trellis.core.paging import paginate
@@ -320,12 +320,6 @@ def _answering_for(user: User, pk: int) -> Iterator[None]:
         raise
 
 
-def _check_params(given: QueryDict, params: type[Schema]) -> None:
-    unknown = sorted(set(given) - set(params.model_fields))
-    if unknown:
-        raise ValidationFailed({name: [_("Unknown query parameter.")] for name in unknown})
-
-
 def _page(items: list[Any], number: int, size: int, has_next: bool) -> dict[str, Any]:
     return {"items": items, "page": number, "page_size": size, "has_next": has_next}
 
@@ -344,7 +338,7 @@ def _page(items: list[Any], number: int, size: int, has_next: bool) -> dict[str,
 )
 def list_cases(request: HttpRequest, params: Query[CaseListParams]) -> HttpResponse:
     user = request.auth
-    _check_params(request.GET, CaseListParams)
+    refuse_unknown_params(request.GET, CaseListParams.model_fields)
     if not can(user, "view", "case"):
         raise PermissionDenied(_("You may not see cases."))
     queryset = queries.case_queryset(
@@ -579,7 +573,7 @@ def _events(ids: list[int]) -> list[dict[str, Any]]:
     "hand-offs. `public` says what the customer sees.",
 )
 def list_case_events(request: HttpRequest, id: Id, params: Query[PageParams]) -> HttpResponse:
-    _check_params(request.GET, PageParams)
+    refuse_unknown_params(request.GET, PageParams.model_fields)
     case = queries.case(request.auth, id)
     events = CaseEvent.objects.filter(case=case).order_by("at", "id").values(*_EVENT_COLUMNS)
     page = paginate(events, params.page, params.page_size)
@@ -597,7 +591,7 @@ def list_case_events(request: HttpRequest, id: Id, params: Query[PageParams]) ->
     "asked; most asked for first.",
 )
 def list_features(request: HttpRequest, params: Query[PageParams]) -> HttpResponse:
-    _check_params(request.GET, PageParams)
+    refuse_unknown_params(request.GET, PageParams.model_fields)
     summaries = queries.features(request.auth)
     start = (params.page - 1) * params.page_size
     chosen = summaries[start : start + params.page_size]

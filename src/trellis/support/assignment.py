@@ -26,10 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 
-from trellis.core.models import Role, RoleRight, User
-from trellis.core.services import SYSTEM_USERNAME
+from trellis.core.models import User
+from trellis.core.visibility import users_who_may
 
 from .models import AssignmentRule, Case
 
@@ -55,13 +55,7 @@ def agents(team_id: int | None) -> QuerySet[User]:
     """The members of a team who may be handed cases, in a stable order."""
     if team_id is None:
         return User.objects.none()
-    editing_roles = RoleRight.objects.filter(object_type="case", can_edit=True).values("role_id")
-    return (
-        User.objects.filter(team_id=team_id, is_active=True)
-        .filter(Q(is_superuser=True) | Q(role__code=Role.ADMIN) | Q(role_id__in=editing_roles))
-        .exclude(username=SYSTEM_USERNAME)
-        .order_by("pk")
-    )
+    return users_who_may("edit", "case").filter(team_id=team_id).order_by("pk")
 
 
 def skill_tags(value: str) -> list[str]:

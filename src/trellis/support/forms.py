@@ -10,18 +10,17 @@ from typing import Any, ClassVar
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db.models import Q
 from django.template.defaultfilters import truncatechars
 from django.utils.formats import date_format
 from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
 
-from trellis.core.models import Role, RoleRight, Team, User
-from trellis.core.services import SYSTEM_USERNAME
-from trellis.core.visibility import visible
+from trellis.core.models import Team, User
+from trellis.core.visibility import users_who_may, visible
 from trellis.crm.forms import RecordPicker
 from trellis.crm.models import Contact, Product
 
+from . import queries
 from .models import Case, CaseEvent, Feature, ReplyTemplate
 from .services import TRANSITIONS
 
@@ -72,17 +71,6 @@ class CaseListFilters(forms.Form):
         }
 
 
-def _agents() -> Any:
-    """Active people who may work on cases: those a case can be handed to."""
-    editing_roles = RoleRight.objects.filter(object_type="case", can_edit=True).values("role_id")
-    return (
-        User.objects.filter(is_active=True)
-        .filter(Q(is_superuser=True) | Q(role__code=Role.ADMIN) | Q(role_id__in=editing_roles))
-        .exclude(username=SYSTEM_USERNAME)
-        .order_by("first_name", "last_name", "username")
-    )
-
-
 class AssignForm(ServiceForm):
     """Hand a case to an expert, or to a specialist team's queue, with a note for them."""
 
@@ -107,7 +95,10 @@ class AssignForm(ServiceForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["user"].queryset = _agents()
+        # Those a case can be handed to.
+        self.fields["user"].queryset = users_who_may("edit", "case").order_by(
+            "first_name", "last_name", "username"
+        )
         self.fields["team"].queryset = Team.objects.order_by("name")
 
     def clean(self) -> dict[str, Any]:
@@ -257,8 +248,7 @@ class MergeForm(ServiceForm):
         self.user = user
 
     def clean_target(self) -> Case:
-        number = self.cleaned_data["target"].strip().upper()
-        target = visible(self.user, Case).filter(tracking_number=number).first()
+        target = queries.case_numbered(self.user, self.cleaned_data["target"])
         if target is None:
             raise ValidationError(_("There is no case with this tracking number."))
         if target.pk == self.case.pk:

@@ -16,13 +16,13 @@ answered at the envelope sender: that address is often rewritten by forwarders a
 the quarantined message by hand.
 """
 
-import hashlib
 import logging
 import re
 import secrets
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -33,12 +33,12 @@ from django.utils.translation import gettext as _
 
 from trellis.core import audit, clock, events, numbering
 from trellis.core.errors import Conflict, PermissionDenied, ValidationFailed
-from trellis.core.models import AuditEvent, User
+from trellis.core.models import AuditEvent, User, hash_token
 from trellis.core.services import system_user
 from trellis.core.visibility import can, visible
 from trellis.crm import services as crm_services
 from trellis.crm.models import Account, Contact, Product
-from trellis.mail import routing, sanitize
+from trellis.mail import parsing, routing, sanitize
 from trellis.mail.models import InboundMessage
 from trellis.mail.parsing import Attachment, ParsedMessage
 
@@ -82,28 +82,6 @@ _AUDITED = (
 )
 # Hops through merged cases before giving up (a merge cycle would be a bug elsewhere).
 _MAX_MERGE_HOPS = 10
-
-
-def hash_key(access_key: str) -> str:
-    return hashlib.sha256(access_key.encode()).hexdigest()
-
-
-def detect_language(*texts: str) -> str:
-    """ "ko" when Hangul makes up a good part of the letters, else "en".
-
-    One Hangul syllable carries about as much as three Latin letters, and Korean mail is often
-    sprinkled with English product names, so a third is enough.
-    """
-    hangul = latin = 0
-    for text in texts:
-        for char in text or "":
-            if "\uac00" <= char <= "\ud7a3" or "\u1100" <= char <= "\u11ff":
-                hangul += 1
-            elif char.isascii() and char.isalpha():
-                latin += 1
-    if hangul and hangul * 3 >= latin:
-        return "ko"
-    return "en"
 
 
 def safe_filename(name: str) -> str:
@@ -164,45 +142,18 @@ def open_case(
     product: Product | int | None = None,
     actor: User | None = None,
     inbound: InboundMessage | None = None,
+    follows: Case | None = None,
+    send_acknowledgement: bool = True,
 ) -> tuple[Case, str]:
     """A new case and its access key. The key is returned here only; the case keeps its hash.
 
     ``actor`` is the agent or API user who logs it; the web form and mail pass none (the system
-    user acts). Raises ``ValidationFailed`` with field errors and writes nothing on bad input.
+    user acts). ``follows`` is the closed case a customer's new mail continues. Raises
+    ``ValidationFailed`` with field errors and writes nothing on bad input.
     """
-    return _open_case(
-        channel=channel,
-        subject=subject,
-        body=body,
-        requester_email=requester_email,
-        requester_name=requester_name,
-        language=language,
-        html=html,
-        attachments=attachments,
-        product=product,
-        actor=actor,
-        inbound=inbound,
-    )
-
-
-def _open_case(
-    *,
-    channel: str,
-    subject: str,
-    body: str,
-    requester_email: str,
-    requester_name: str = "",
-    language: str = "",
-    html: str = "",
-    attachments: Iterable[Attachment] = (),
-    product: Product | int | None = None,
-    actor: User | None = None,
-    inbound: InboundMessage | None = None,
-    follows: Case | None = None,
-    send_acknowledgement: bool = True,
-) -> tuple[Case, str]:
     if actor is not None and not can(actor, "create", "case"):
         raise PermissionDenied(_("You may not create this kind of record."))
+    by_system = actor is None
     actor = actor or system_user()
     subject = one_line(subject)
     # Callers other than the mail layer may hand in HTML that nobody cleaned.
@@ -227,18 +178,18 @@ def _open_case(
     product = _checked_product(actor, product, errors)
     if errors:
         raise ValidationFailed(errors)
-    language = language or detect_language(subject, body)
+    language = language or parsing.language(subject, body)
     if not subject:
         subject = _subject_from(body)
     attachments = list(attachments)
 
     with transaction.atomic():
-        contact, account = _contact_for(email, requester_name)
+        contact, account = _contact_for(email, requester_name, actor if by_system else None)
         access_key = secrets.token_urlsafe(24)
         now = clock.now()
         case = Case.objects.create(
             tracking_number=numbering.next_number("CS"),
-            access_key_hash=hash_key(access_key),
+            access_key_hash=hash_token(access_key),
             subject=subject,
             description=body,
             channel=channel,
@@ -255,20 +206,29 @@ def _open_case(
         received = {"channel": channel}
         if follows is not None:
             received["follows"] = follows.tracking_number
-        CaseEvent.objects.create(
-            case=case, kind=CaseEvent.Kind.RECEIVED, public=True, at=now, actor=actor, data=received
-        )
-        message = CaseEvent.objects.create(
-            case=case,
-            kind=CaseEvent.Kind.CUSTOMER_MESSAGE,
-            public=True,
-            at=now,
-            actor=actor,
-            author=requester_name or email,
-            body=body,
-            html=html,
-            data={"via": channel, "from": email},
-            inbound=inbound,
+        _received, message = CaseEvent.objects.bulk_create(
+            [
+                CaseEvent(
+                    case=case,
+                    kind=CaseEvent.Kind.RECEIVED,
+                    public=True,
+                    at=now,
+                    actor=actor,
+                    data=received,
+                ),
+                CaseEvent(
+                    case=case,
+                    kind=CaseEvent.Kind.CUSTOMER_MESSAGE,
+                    public=True,
+                    at=now,
+                    actor=actor,
+                    author=requester_name or email,
+                    body=body,
+                    html=html,
+                    data={"via": channel, "from": email},
+                    inbound=inbound,
+                ),
+            ]
         )
         _save_attachments(case, message, attachments, public=True)
         _assign(case, actor)
@@ -294,12 +254,13 @@ def acknowledge(case: Case, access_key: str) -> bool:
     if _is_ours(case.requester_email):
         # Mail to ourselves would come back to the intake: a loop.
         return False
+    now = clock.now()
     claimed = Case.objects.filter(pk=case.pk, acknowledged_at__isnull=True).update(
-        acknowledged_at=clock.now()
+        acknowledged_at=now
     )
     if not claimed:
         return False
-    case.refresh_from_db(fields=["acknowledged_at"])
+    case.acknowledged_at = now
     notify.acknowledge(case, access_key)
     return True
 
@@ -378,14 +339,20 @@ def _assign(case: Case, actor: User) -> None:
 # Contacts.
 
 
-def _contact_for(email: str, name: str) -> tuple[Contact, Account | None]:
-    """The contact with this e-mail (oldest first), or a new one; and the case's account."""
+def _contact_for(
+    email: str, name: str, system: User | None = None
+) -> tuple[Contact, Account | None]:
+    """The contact with this e-mail (oldest first), or a new one; and the case's account.
+
+    ``system`` is the system user when the caller has it already (a new contact is its write).
+    """
     contact = Contact.objects.filter(email__iexact=email).order_by("id").first()
     if contact is not None:
         account = contact.accounts.order_by("id").first() or account_for_domain(email)
         return contact, account
     account = account_for_domain(email)
-    owner = account.owner if account is not None and account.owner.is_active else system_user()
+    system = system or system_user()
+    owner = account.owner if account is not None and account.owner.is_active else system
     data: dict[str, Any] = {
         "name": name or email.partition("@")[0][:200],
         "email": email,
@@ -394,7 +361,7 @@ def _contact_for(email: str, name: str) -> tuple[Contact, Account | None]:
     }
     if account is not None:
         data["accounts"] = [account.pk]
-    contact = crm_services.create(system_user(), "contact", data)
+    contact = crm_services.create(system, "contact", data)
     return contact, account
 
 
@@ -417,8 +384,6 @@ def account_for_domain(email: str) -> Account | None:
 
 
 def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
     url = url.strip().lower()
     if "://" not in url:
         url = "http://" + url
@@ -663,7 +628,7 @@ def _open_from_mail(
         with translation.override(language or "en"):
             subject = _("(no subject)")
     with transaction.atomic():
-        case, key = _open_case(
+        case, key = open_case(
             channel=Case.Channel.EMAIL,
             subject=subject,
             body=body,

@@ -208,7 +208,8 @@ def _status_page(request: HttpRequest, case: Case, key: str | None) -> HttpRespo
         translation.activate(case.language)
         request.LANGUAGE_CODE = case.language
     here = request.path
-    closed = intake.final_case(case).status == Case.Status.CLOSED
+    final = intake.final_case(case)
+    closed = final.status == Case.Status.CLOSED
     form = forms_portal.ReplyForm()
     response_status = 200
     if request.method == "POST":
@@ -236,14 +237,13 @@ def _status_page(request: HttpRequest, case: Case, key: str | None) -> HttpRespo
         "timeline": _timeline(case, key),
         "form": form,
         "closed": closed,
-        "merged_into": _merged_into(case),
+        "merged_into": _merged_into(case, final),
     }
     return render(request, "support/portal/status.html", context, status=response_status)
 
 
-def _merged_into(case: Case) -> Case | None:
-    """The case this one continues in, shown only if it is the same customer's."""
-    target = intake.final_case(case)
+def _merged_into(case: Case, target: Case) -> Case | None:
+    """The case this one continues in (``target``), shown only if it is the same customer's."""
     if target.pk == case.pk or target.requester_email != case.requester_email:
         return None
     return target

@@ -13,7 +13,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils.translation import gettext as _
 
 from trellis.core.errors import NotFound, PermissionDenied, ValidationFailed
-from trellis.core.models import User
+from trellis.core.models import Team, User
 from trellis.core.paging import Page, paginate
 from trellis.core.visibility import can, visible
 from trellis.crm.models import Account, Contact, Opportunity, Order
@@ -140,6 +140,12 @@ def case(user: User, pk: Any) -> Case:
     if found is None:
         raise NotFound(_("No such case."))
     return found
+
+
+def case_numbered(user: User, tracking_number: str) -> Case | None:
+    """The case with this tracking number (any letter case), if the user may see it."""
+    number = tracking_number.strip().upper()
+    return visible(user, Case).filter(tracking_number=number).first()
 
 
 def timeline(case: Case, *, public_only: bool = False) -> list[CaseEvent]:
@@ -284,14 +290,46 @@ def queue_counts(user: User) -> dict[str, int]:
 
 
 def reply_templates(user: User, language: str = "") -> list[ReplyTemplate]:
-    """The reply templates an agent may pick from, those in ``language`` first."""
+    """The reply templates an agent may pick from: those in ``language``, or all of them when
+    none is."""
     if not can(user, "edit", "case"):
         return []
     templates = list(ReplyTemplate.objects.order_by("name", "language", "id")[:200])
     primary = (language or "").split("-")[0].casefold()
-    return sorted(templates, key=lambda t: t.language.split("-")[0].casefold() != primary)
+    same = [t for t in templates if t.language.split("-")[0].casefold() == primary]
+    return same or templates
 
 
-def events_of(case: Case, ids: Iterable[int]) -> list[CaseEvent]:
-    """The events of ``case`` with these ids (those that belong to another case are left out)."""
-    return list(CaseEvent.objects.filter(case=case, pk__in=list(ids)).order_by("at", "id"))
+def assignment_names(timeline: Iterable[CaseEvent]) -> dict[str, dict[int, str]]:
+    """Names for the owner and team ids of assignment events that were stored without them:
+    ``{"users": {id: name}, "teams": {id: name}}``."""
+    user_ids, team_ids = set(), set()
+    for event in timeline:
+        if event.kind != CaseEvent.Kind.ASSIGNED or not isinstance(event.data, dict):
+            continue
+        if isinstance(event.data.get("owner"), int) and not event.data.get("owner_name"):
+            user_ids.add(event.data["owner"])
+        if isinstance(event.data.get("team"), int) and not event.data.get("team_name"):
+            team_ids.add(event.data["team"])
+    users = User.objects.filter(pk__in=user_ids) if user_ids else []
+    teams = Team.objects.filter(pk__in=team_ids) if team_ids else []
+    return {
+        "users": {user.pk: str(user) for user in users},
+        "teams": {team.pk: team.name for team in teams},
+    }
+
+
+def loose_attachments(case: Case) -> list[CaseAttachment]:
+    """Files of the case that belong to no timeline entry (without the bytes)."""
+    return list(case.attachments.filter(event__isnull=True).defer("data"))
+
+
+def attachment(case: Case, attachment_id: int) -> CaseAttachment:
+    """A file of ``case`` that may be served (not forbidden, not oversized); else ``NotFound``.
+
+    Take ``case`` from ``case()``: the file shares its rights.
+    """
+    found = case.attachments.filter(pk=attachment_id, allowed=True).first()
+    if found is None:
+        raise NotFound(_("There is no such file."))
+    return found

@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 
 from trellis.core import audit, clock, events, numbering, records
 from trellis.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from trellis.core.models import AuditEvent, Team, User
+from trellis.core.models import AuditEvent, Team, User, hash_token
 from trellis.core.visibility import can, visible
 from trellis.crm.models import Account, Contact, Product
 from trellis.mail.models import InboundMessage, MessageLink
@@ -794,7 +794,7 @@ def _split_case(
     description = chosen[0].body
     case = Case.objects.create(
         tracking_number=numbering.next_number("CS"),
-        access_key_hash=intake.hash_key(access_key),
+        access_key_hash=hash_token(access_key),
         subject=subject,
         description=description,
         status=Status.OPEN if source.owner_id else Status.NEW,

@@ -28,12 +28,12 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from trellis.core import errors
-from trellis.core.models import Team, User
+from trellis.core.models import User
 from trellis.core.visibility import can
+from trellis.mail.parsing import safe_filename
 
 from . import forms, queries, services
-from .models import Case, CaseAttachment, CaseEvent, ReplyTemplate
-from .templatetags.support import assignment_ids
+from .models import Case, CaseEvent
 
 # The element the list's search and filter refresh, and the reply box a template fills.
 RESULTS_TARGET = "case-results"
@@ -159,7 +159,9 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
     case = queries.case(request.user, pk)
     if "template" not in request.GET or not can(request.user, "edit", "case"):
         return _case_page(request, case)
-    picker = forms.TemplatePickerForm(request.GET, templates=_reply_templates(request.user, case))
+    picker = forms.TemplatePickerForm(
+        request.GET, templates=queries.reply_templates(request.user, case.language)
+    )
     template = picker.chosen()
     typed = request.GET.get("body", "").strip() if request.htmx else ""
     body = "\n\n".join(part for part in (typed, template.body if template else "") if part)
@@ -181,13 +183,13 @@ def _case_page(
     context: dict[str, Any] = {
         "case": case,
         "timeline": timeline,
-        "names": _assignment_names(timeline),
+        "names": queries.assignment_names(timeline),
         "sidebar": queries.sidebar(user, case),
         "can_edit": can(user, "edit", "case"),
         # A merged case lives on in the case it went into; only notes are still taken here.
         "active": case.merged_into_id is None,
         "claimable": case.owner_id is None and case.status != Case.Status.CLOSED,
-        "loose_attachments": _loose_attachments(case),
+        "loose_attachments": queries.loose_attachments(case),
     }
     if context["can_edit"]:
         movable = [event for event in timeline if event.kind in MOVABLE_KINDS]
@@ -206,7 +208,7 @@ def _case_page(
                     "feature": case.feature_id,
                 }
             ),
-            picker=forms.TemplatePickerForm(templates=_reply_templates(user, case)),
+            picker=forms.TemplatePickerForm(templates=queries.reply_templates(user, case.language)),
             reply_form=forms.ReplyForm(case=case),
             note_form=forms.NoteForm(),
             merge_form=forms.MergeForm(case=case, user=user),
@@ -216,31 +218,6 @@ def _case_page(
         )
     context.update(extra)
     return render(request, "support/agent/case_detail.html", context, status=status)
-
-
-def _assignment_names(timeline: list[CaseEvent]) -> dict[str, dict[int, str]]:
-    """Names for the owner and team ids of assignment events that were stored without them."""
-    user_ids, team_ids = assignment_ids(timeline)
-    users = User.objects.filter(pk__in=user_ids) if user_ids else []
-    teams = Team.objects.filter(pk__in=team_ids) if team_ids else []
-    return {
-        "users": {user.pk: str(user) for user in users},
-        "teams": {team.pk: team.name for team in teams},
-    }
-
-
-def _reply_templates(user: User, case: Case) -> list[ReplyTemplate]:
-    """The templates in the case's language; all of them when none is in that language."""
-    templates = queries.reply_templates(user, case.language)
-    language = case.language.split("-")[0].casefold()
-    same = [t for t in templates if t.language.split("-")[0].casefold() == language]
-    return same or templates
-
-
-def _loose_attachments(case: Case) -> list[CaseAttachment]:
-    """Files of the case that belong to no timeline entry."""
-    # The file contents stay in the database until someone downloads one.
-    return list(case.attachments.filter(event__isnull=True).defer("data"))
 
 
 def _quoted_thread(timeline: list[CaseEvent]) -> str:
@@ -430,30 +407,19 @@ def case_split(request: HttpRequest, pk: int) -> HttpResponse:
 # Files.
 
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
-_UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|]+')
-
-
-def safe_filename(name: str) -> str:
-    """A file name a browser saves where the user expects: no folders, no control characters."""
-    name = re.split(r"[\\/]", name or "")[-1]
-    name = _UNSAFE_IN_NAME.sub("_", name).strip().lstrip(".").strip()
-    return name[:200] or "attachment"
 
 
 @support_view
 @require_GET
 def case_attachment(request: HttpRequest, pk: int, attachment_id: int) -> HttpResponse:
     """A customer's file, always as a download; forbidden or oversized files are never served."""
-    case = queries.case(request.user, pk)
-    attachment = case.attachments.filter(pk=attachment_id, allowed=True).first()
-    if attachment is None:
-        raise Http404(_("There is no such file."))
+    attachment = queries.attachment(queries.case(request.user, pk), attachment_id)
     content_type = attachment.content_type.lower()
     if not _CONTENT_TYPE.match(content_type):
         content_type = "application/octet-stream"
     response = HttpResponse(bytes(attachment.data), content_type=content_type)
     response["Content-Disposition"] = content_disposition_header(
-        True, safe_filename(attachment.filename)
+        True, safe_filename(attachment.filename, content_type)
     )
     # Even opened in place, the file may run no script and load nothing.
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"

@@ -1,7 +1,6 @@
 """How support pages show what is special to cases: the navigation, timeline entries, e-mail
 HTML."""
 
-from collections.abc import Iterable
 from typing import Any
 
 import nh3
@@ -12,19 +11,12 @@ from django.utils.html import conditional_escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 
-from trellis.core.models import Role, User
-from trellis.core.visibility import can
+from trellis.core.visibility import can, is_admin
 from trellis.crm.templatetags.crm import show
 
 from ..models import Case, CaseEvent
 
 register = template.Library()
-
-
-def is_admin(user: User) -> bool:
-    if not user.is_authenticated:
-        return False
-    return user.is_superuser or bool(user.role_id and user.role.code == Role.ADMIN)
 
 
 @register.inclusion_tag("support/agent/_nav.html", takes_context=True)
@@ -205,16 +197,3 @@ def _assignment(data: dict[str, Any], names: dict[str, dict[int, str]]) -> str:
     if data.get("on_arrival"):
         via = _("By the assignment rules.")
     return f"{text} {via}" if via else text
-
-
-def assignment_ids(events: Iterable[CaseEvent]) -> tuple[set[int], set[int]]:
-    """The user and team ids of assignment events that do not carry their names."""
-    users, teams = set(), set()
-    for event in events:
-        if event.kind != CaseEvent.Kind.ASSIGNED or not isinstance(event.data, dict):
-            continue
-        if isinstance(event.data.get("owner"), int) and not event.data.get("owner_name"):
-            users.add(event.data["owner"])
-        if isinstance(event.data.get("team"), int) and not event.data.get("team_name"):
-            teams.add(event.data["team"])
-    return users, teams
