@@ -4,6 +4,7 @@ from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils.translation import gettext_lazy as _
 
 from trellis.core import clock
@@ -66,7 +67,8 @@ class Contact(OwnedRecord, Searchable):
         indexes = [
             models.Index(fields=["owner", "-id"], name="contact_owner"),
             models.Index(fields=["team", "-id"], name="contact_team"),
-            models.Index(fields=["email"], name="contact_email"),
+            # Mail finds the contact of a sender case-blind (``email__iexact``).
+            models.Index(Upper("email"), name="contact_email_ci"),
         ]
 
     def __str__(self) -> str:

@@ -73,6 +73,7 @@ class InboundMessage(RecordLink):
             models.Index(fields=["status", "id"], name="inbound_status"),
             models.Index(fields=["message_id"], name="inbound_message_id"),
             models.Index(fields=["from_address", "-received_at"], name="inbound_sender"),
+            models.Index(fields=["content_type", "object_id"], name="inbound_record"),
         ]
 
     def __str__(self) -> str:
@@ -107,7 +108,12 @@ class OutboundMessage(RecordLink):
         verbose_name = _("outgoing message")
         verbose_name_plural = _("outgoing messages")
         ordering = ["-id"]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="outbound_due")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="outbound_due"),
+            models.Index(
+                fields=["content_type", "object_id", "created_at"], name="outbound_record"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{', '.join(self.to)}: {self.subject}"
