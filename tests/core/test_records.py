@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import transaction
 
 from trellis.core import audit, events, records
 from trellis.core.errors import StaleVersion, ValidationFailed
@@ -17,6 +17,7 @@ from trellis.crm import services
 from trellis.crm.models import Account, Contact, Opportunity, Order, OrderLine, Product
 
 from .. import factories
+from ..concurrency import OwnConnections
 
 
 def audit_rows(model) -> list[tuple[str, int]]:
@@ -369,33 +370,6 @@ def test_events_wait_for_the_outermost_commit(transactional_db, heard):
 
 
 # Two writers at once
-
-
-class OwnConnections:
-    """Runs functions in threads, each with a database connection of its own (Django opens one
-    per thread), against the same test database file or server."""
-
-    def _in_thread(self, function: Callable[[], Any], outcome: list, index: int) -> None:
-        try:
-            outcome[index] = function()
-        except Exception as exc:
-            outcome[index] = exc
-        finally:
-            connections[DEFAULT_DB_ALIAS].close()
-
-    def run(self, *functions: Callable[[], Any]) -> list[Any]:
-        """Each function's result, or the exception it raised."""
-        outcome: list[Any] = [None] * len(functions)
-        threads = [
-            threading.Thread(target=self._in_thread, args=(function, outcome, index))
-            for index, function in enumerate(functions)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not any(thread.is_alive() for thread in threads)
-        return outcome
 
 
 def account_state(pk: int) -> tuple[str, int, list[str]]:

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
-from django.db import DEFAULT_DB_ALIAS, connections
 
 from trellis.core.errors import Conflict, NotFound, PermissionDenied, StaleVersion, ValidationFailed
 from trellis.core.models import AuditEvent, Role, User
@@ -20,6 +19,7 @@ from trellis.support import intake, queries, services
 from trellis.support.models import Case, CaseAttachment, CaseEvent, Feature
 
 from .. import factories
+from ..concurrency import OwnConnections
 from .conftest import CUSTOMER
 
 pytestmark = pytest.mark.django_db
@@ -141,31 +141,6 @@ def test_a_closed_case_cannot_be_claimed(agent, manager, new_case):
     with pytest.raises(Conflict):
         services.claim(agent, case.pk)
     assert state(case) == before
-
-
-class OwnConnections:
-    """Runs functions in threads, each with a database connection of its own."""
-
-    def _in_thread(self, function: Callable[[], Any], outcome: list, index: int) -> None:
-        try:
-            outcome[index] = function()
-        except Exception as exc:
-            outcome[index] = exc
-        finally:
-            connections[DEFAULT_DB_ALIAS].close()
-
-    def run(self, *functions: Callable[[], Any]) -> list[Any]:
-        outcome: list[Any] = [None] * len(functions)
-        threads = [
-            threading.Thread(target=self._in_thread, args=(function, outcome, index))
-            for index, function in enumerate(functions)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not any(thread.is_alive() for thread in threads)
-        return outcome
 
 
 def test_two_agents_claiming_at_once_leave_exactly_one_owner(transactional_db):

@@ -1,18 +1,59 @@
 """Human-readable numbers that never repeat: ``CS-2026-004213``.
 
-One row per prefix and year holds the last number given; taking the next one is a single upsert
-that locks that row until the caller's transaction ends, so two processes never get the same
-number, and a transaction that rolls back gives its number back. Take the number late in a
-transaction: until it commits, everyone else who needs one waits.
+Numbers count up per prefix and year.
+
+On PostgreSQL each prefix and year has a database sequence. ``nextval`` takes no lock that lasts
+until the caller commits, so transactions that each open a case do not queue behind one
+another; the price is a gap in the numbers where a transaction rolled back. The sequence is made
+on first use, starting after what ``NumberSequence`` already counted for that year (numbers given
+before sequences were used), under an advisory lock so that two first users do not both make it.
+
+On SQLite one ``NumberSequence`` row per prefix and year holds the last number given, bumped by
+an upsert; SQLite lets one writer in at a time anyway, and a rollback gives the number back.
 """
+
+import re
+import zlib
+
+from django.db import connection
 
 from . import clock, counters
 from .models import NumberSequence
 
 DIGITS = 6
+_PREFIX = re.compile(r"[A-Z]{1,10}")
 
 
 def next_number(prefix: str, year: int | None = None) -> str:
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"a number prefix is 1 to 10 capital letters, not {prefix!r}")
     year = year or clock.today().year
-    last = counters.increment(NumberSequence, "last", prefix=prefix, year=year)
+    if connection.vendor == "postgresql":
+        last = _next_in_sequence(prefix, year)
+    else:
+        last = counters.increment(NumberSequence, "last", prefix=prefix, year=year)
     return f"{prefix}-{year}-{last:0{DIGITS}d}"
+
+
+def _next_in_sequence(prefix: str, year: int) -> int:
+    # Only a checked prefix and an integer year are formatted into the name.
+    name = f"number_{prefix.lower()}_{year:d}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT CASE WHEN to_regclass(%s) IS NULL THEN NULL "
+            "ELSE nextval(%s::text::regclass) END",
+            [name, name],
+        )
+        (value,) = cursor.fetchone()
+        if value is not None:
+            return value
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(name.encode())])
+        counted = (
+            NumberSequence.objects.filter(prefix=prefix, year=year)
+            .values_list("last", flat=True)
+            .first()
+        )
+        cursor.execute(f"CREATE SEQUENCE IF NOT EXISTS {name} START WITH {(counted or 0) + 1:d}")
+        cursor.execute("SELECT nextval(%s::text::regclass)", [name])
+        (value,) = cursor.fetchone()
+    return value
