@@ -278,3 +278,26 @@ def test_an_unparseable_message_is_quarantined_rerun_and_filed_by_hand(intake_se
     assert inbound.file_into(admin, pk, f"TEAM-{team.pk}").status == Status.FILED
     assert desk.replies == [(team.pk, pk)]
     assert Team.objects.filter(name__startswith=f"Re {team.pk}:").count() == 1
+
+
+def test_processing_processes_make_cases_of_support_mail_and_of_mail_left_behind():
+    # Mail to the support address, whose handler every process registers at start-up (a
+    # mailbox registered by a test would exist only in the test's own process).
+    support = routing.settings.TRELLIS["MAIL"]["SUPPORT_ADDRESS"]
+    left = store(build("Left behind", sender="lee@example.co.kr", to=support))
+    server = IntakeServer("127.0.0.1", 0, process_workers=2)
+    server.start()
+    try:
+        sent = [
+            accepted_id(send(server.port, build(f"Question {n}", to=support), to=[support]))
+            for n in range(6)
+        ]
+        assert server.wait_until_idle(timeout=60)
+    finally:
+        server.stop()
+
+    messages = InboundMessage.objects.filter(pk__in=[left.pk, *sent])
+    assert {m.status for m in messages} == {Status.PROCESSED}
+    cases = {m.object_id for m in messages}
+    assert len(cases) == 7
+    assert {m.content_type.model for m in messages} == {"case"}

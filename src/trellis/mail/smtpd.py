@@ -7,26 +7,30 @@ over MAIL["MAX_MESSAGE_BYTES"] is refused with 552, or, with MAIL["OVERSIZE"] "t
 stored cut at the limit.
 
 aiosmtpd speaks SMTP on an asyncio loop in a thread of its own. Django's database connections
-belong to a thread, so the blocking work runs in two small pools of threads that keep their
-connections: one stores (the answer waits for it), one processes stored messages after the
-answer, so slow processing never holds up a sender. At start-up, messages left ``received``
-(by a crash or a stop) are processed.
+belong to a thread, so storing runs in a small pool of threads that keep their connections (the
+answer waits for it). Processing happens after the answer, so slow processing never holds up a
+sender: in processes of their own (``process_workers``), because processing is mostly Python
+work and the threads of one process share one core; or, with ``process_workers=0``, in threads
+of the listener's process. At start-up, messages left ``received`` (by a crash or a stop) are
+processed.
 """
 
 import asyncio
 import logging
+import multiprocessing
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
 
-from . import inbound, routing
+from . import inbound, processor, routing
 from .models import InboundMessage
 
 log = logging.getLogger(__name__)
@@ -117,6 +121,89 @@ class WorkerPool:
                         self._idle.notify_all()
         finally:
             connections.close_all()
+
+
+class ThreadProcessing:
+    """Stored messages processed by threads of this process."""
+
+    def __init__(self, size: int) -> None:
+        self.pool = WorkerPool("mail-process", size)
+
+    def start(self) -> None:
+        self.pool.start()
+
+    def submit(self, inbound_id: int) -> None:
+        self.pool.submit(process_message, inbound_id)
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        return self.pool.wait_until_idle(timeout)
+
+    def stop(self) -> None:
+        self.pool.stop()
+
+
+class ProcessProcessing:
+    """Stored messages processed by processes of their own, fed from one queue of ids.
+
+    The processes are started fresh ("spawn", not a fork of a process that runs threads) and
+    use the database this process uses. A process that dies takes at most the message it held;
+    that row stays ``received`` for the sweeper.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._context = multiprocessing.get_context("spawn")
+        self._jobs = self._context.Queue()
+        self._done = self._context.Value("q", 0)
+        self._changed = self._context.Condition()
+        self._submitted = 0
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+
+    def start(self) -> None:
+        databases = {DEFAULT_DB_ALIAS: dict(connections[DEFAULT_DB_ALIAS].settings_dict)}
+        for n in range(self.size):
+            process = self._context.Process(
+                target=processor.main,
+                args=(databases, self._jobs, self._done, self._changed),
+                name=f"mail-process-{n}",
+                daemon=True,
+            )
+            process.start()
+            self._processes.append(process)
+
+    def submit(self, inbound_id: int) -> None:
+        self._submitted += 1
+        self._jobs.put(inbound_id)
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """``False`` if time ran out, or if every process died (the rows wait for the sweeper)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._done.value < self._submitted:
+                left = deadline - time.monotonic()
+                if left <= 0 or not any(p.is_alive() for p in self._processes):
+                    return False
+                # Woken by each message done; a process that dies wakes nobody, hence the cap.
+                self._changed.wait(min(left, 1))
+        return True
+
+    def stop(self, timeout: float = 30) -> None:
+        for _process in self._processes:
+            self._jobs.put(None)
+        for process in self._processes:
+            process.join(timeout)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+        self._processes.clear()
+
+
+def process_message(inbound_id: int) -> None:
+    try:
+        inbound.process(inbound_id)
+    except Exception:
+        # The row stays received; the sweeper tries it again.
+        log.exception("processing message %s failed", inbound_id)
 
 
 class SmtpListener:
@@ -262,11 +349,16 @@ class IntakeServer:
         port: int | None = None,
         *,
         store_threads: int = 8,
+        process_workers: int = 0,
         process_threads: int = 4,
     ) -> None:
         mail = settings.TRELLIS["MAIL"]
         self.store_pool = WorkerPool("mail-store", store_threads)
-        self.process_pool = WorkerPool("mail-process", process_threads)
+        self.processing = (
+            ProcessProcessing(process_workers)
+            if process_workers
+            else ThreadProcessing(process_threads)
+        )
         handler = IntakeHandler(self.store_pool, self._stored)
         self.listener = SmtpListener(
             handler,
@@ -285,42 +377,32 @@ class IntakeServer:
 
     def start(self) -> None:
         self.store_pool.start()
-        self.process_pool.start()
-        self.process_pool.submit(self._process_left_behind)
+        self.processing.start()
         try:
+            self._process_left_behind()
             self.listener.start()
         except BaseException:
-            self.process_pool.stop()
+            self.processing.stop()
             self.store_pool.stop()
             raise
 
     def stop(self) -> None:
         self.listener.stop()
         self.store_pool.stop()
-        self.process_pool.stop()
+        self.processing.stop()
 
     def wait_until_idle(self, timeout: float = 30) -> bool:
         """Wait until every accepted message went through processing (for tests and the
         benchmark); ``False`` if time ran out."""
-        return self.store_pool.wait_until_idle(timeout) and self.process_pool.wait_until_idle(
-            timeout
-        )
+        return self.store_pool.wait_until_idle(timeout) and self.processing.wait_until_idle(timeout)
 
     def _stored(self, inbound_id: int) -> None:
-        self.process_pool.submit(self._process, inbound_id)
-
-    @staticmethod
-    def _process(inbound_id: int) -> None:
-        try:
-            inbound.process(inbound_id)
-        except Exception:
-            # The row stays received; the sweeper tries it again.
-            log.exception("processing message %s failed", inbound_id)
+        self.processing.submit(inbound_id)
 
     def _process_left_behind(self) -> None:
         pending = InboundMessage.objects.filter(status=InboundMessage.Status.RECEIVED)
         for pk in pending.order_by("pk").values_list("pk", flat=True).iterator():
-            self.process_pool.submit(self._process, pk)
+            self.processing.submit(pk)
 
 
 def run_forever(
@@ -329,11 +411,14 @@ def run_forever(
     *,
     ready: Callable[[IntakeServer], None] | None = None,
     stop: threading.Event | None = None,
+    process_workers: int = 0,
     process_threads: int = 4,
 ) -> None:
     """Run the listener until SIGTERM or Ctrl-C (or until ``stop`` is set)."""
     stop = stop or threading.Event()
-    server = IntakeServer(host, port, process_threads=process_threads)
+    server = IntakeServer(
+        host, port, process_workers=process_workers, process_threads=process_threads
+    )
     server.start()
     if threading.current_thread() is threading.main_thread():
         for number in (signal.SIGTERM, signal.SIGINT):
