@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 
 from trellis.core.models import Role
+from trellis.mail import routing
 from trellis.mail.models import InboundMessage
 from trellis.mail.parsing import Attachment, ParsedMessage
 from trellis.support import intake
@@ -88,7 +89,10 @@ def mail_in(db):
 
     def deliver(*args, **kwargs) -> Case:
         message = parsed(*args, **kwargs)
-        return intake.handle_mail(stored(message), message)
+        case = intake.handle_mail(stored(message), message)
+        # What the mail layer does with the record a handler returns: replies to it find it.
+        routing.link_message(message.message_id, case)
+        return case
 
     return deliver
 

@@ -13,7 +13,7 @@ from trellis.core.errors import Conflict, PermissionDenied, ValidationFailed
 from trellis.core.models import AuditEvent, Role, User
 from trellis.crm.models import Contact
 from trellis.mail import inbound, routing
-from trellis.mail.models import MessageLink, OutboundMessage
+from trellis.mail.models import OutboundMessage
 from trellis.mail.parsing import Attachment
 from trellis.support import assignment, intake
 from trellis.support.models import Case, CaseAttachment, CaseEvent
@@ -426,7 +426,6 @@ def test_handle_reply_adds_the_customers_message(mail_in):
     assert intake.handle_reply(case, stored(message), message) == case
 
     assert case.events.filter(kind="customer_message", public=True).count() == 2
-    assert MessageLink.objects.filter(message_id="second@x").exists()
 
 
 def test_an_empty_mail_still_opens_a_case(mail_in):

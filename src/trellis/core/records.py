@@ -66,12 +66,17 @@ def create(
         instance.created_at = instance.updated_at = clock.now()
         _save(instance)
         for name, values in m2m_values.items():
-            getattr(instance, name).set(values)
+            if values:  # a new record has no links to replace
+                getattr(instance, name).add(*values)
+        # Links are what was just added: no need to read them back.
+        links = {name: _pks(m2m_values.get(name, ())) for name in spec.m2m}
+        fields = [name for name in spec.audit_fields if name not in links]
+        created = {**audit.snapshot(instance, fields), **links}
         audit.record(
             actor,
             instance,
             AuditEvent.Action.CREATED,
-            {k: v for k, v in audit.snapshot(instance, spec.audit_fields).items() if v},
+            {name: created[name] for name in spec.audit_fields if created[name]},
             spec.describe(instance),
         )
         events.emit(f"{spec.object_type}.created", id=instance.pk, actor_id=actor.pk)
@@ -95,7 +100,7 @@ def update(
         _validate(spec, instance, data, input_errors)
         after_fields = {k: v for k, v in audit.snapshot(instance, spec.audit_fields).items()}
         for name, values in m2m_values.items():
-            after_fields[name] = sorted(v.pk if isinstance(v, models.Model) else v for v in values)
+            after_fields[name] = _pks(values)
         changes = audit.diff(before, after_fields)
         if not changes:
             return instance
@@ -287,6 +292,10 @@ def _validate(
 
 def _message_dict(exc: ValidationError) -> dict[str, list[str]]:
     return exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+
+
+def _pks(values: Iterable[Any]) -> list[Any]:
+    return sorted(v.pk if isinstance(v, models.Model) else v for v in values)
 
 
 def _save(instance: OwnedRecord) -> None:

@@ -157,10 +157,17 @@ SPECS = {
 }
 
 
-def create(actor: User, object_type: str, data: Mapping[str, Any]) -> Any:
+def create(
+    actor: User,
+    object_type: str,
+    data: Mapping[str, Any],
+    preset: Mapping[str, Any] | None = None,
+) -> Any:
+    """A new record from user ``data``; ``preset`` holds values the calling code decided
+    (e.g. the owner of a contact made from an e-mail), which are not checked as input."""
     if object_type in ("order", "activity"):
         raise ValueError(f"use create_{object_type}()")
-    return records.create(actor, SPECS[object_type], data)
+    return records.create(actor, SPECS[object_type], data, preset)
 
 
 def update(

@@ -170,28 +170,27 @@ def process(inbound_id: int, *, rerun: bool = False) -> InboundMessage:
     """Make something of one stored message; see the module's docstring.
 
     A row that is no longer ``received`` (or, with ``rerun``, no longer re-runnable), or that
-    another processor holds, is returned as it is.
+    another processor holds, is returned as it is. A database that is busy or gone raises
+    (``OperationalError`` or ``InterfaceError``) and leaves the row ``received``.
     """
-    message = InboundMessage.objects.filter(pk=inbound_id).first()
-    if message is None:
-        raise NotFound(_("No such message."))
-    if not _may_process(message, rerun):
-        return message
-    # Parsing happens before the transaction: it needs no lock and can take a while.
-    parsed, failure = _parse(message)
     try:
         with transaction.atomic():
-            locked = lock_skip_locked(
-                InboundMessage.objects.filter(pk=inbound_id).defer("raw")
-            ).first()
-            if locked is None or not _may_process(locked, rerun):
-                return locked or message
-            _process_row(locked, parsed, failure, rerun=rerun)
-        return locked
-    except _TRANSIENT_ERRORS:
-        # The database is busy or gone: the row stays received and is tried again later.
-        log.exception("processing message %s failed; it will be retried", inbound_id)
+            message = lock_skip_locked(InboundMessage.objects.filter(pk=inbound_id)).first()
+            if message is None:
+                # Another processor holds it, or there is no such message.
+                current = InboundMessage.objects.filter(pk=inbound_id).defer("raw").first()
+                if current is None:
+                    raise NotFound(_("No such message."))
+                return current
+            if not _may_process(message, rerun):
+                return message
+            # Parsed under the row lock: a big message holds up only this row.
+            parsed, failure = _parse(message)
+            _process_row(message, parsed, failure, rerun=rerun)
         return message
+    except (NotFound, *_TRANSIENT_ERRORS):
+        # Transient: the database is busy or gone; the row stays received, to be tried again.
+        raise
     except Exception as exc:
         log.exception("processing message %s failed", inbound_id)
         reason = _("Processing failed: %(error)s") % {"error": describe_error(exc)}
@@ -202,7 +201,7 @@ def process(inbound_id: int, *, rerun: bool = False) -> InboundMessage:
             )
         except DatabaseError:
             log.exception("could not quarantine message %s", inbound_id)
-        return InboundMessage.objects.filter(pk=inbound_id).defer("raw").first() or message
+        return InboundMessage.objects.defer("raw").get(pk=inbound_id)
 
 
 def process_pending(limit: int = 100, older_than: timedelta | None = None) -> int:

@@ -106,7 +106,9 @@ def queue(
 
     message_id = make_msgid(domain=settings.MAIL_DOMAIN).strip("<>")
     referenced = [clean_message_id(m) for m in references]
-    with transaction.atomic():
+    # Everything was checked above; what is left cannot fail for a reason the caller could
+    # recover from, so the caller's transaction needs no savepoint for it.
+    with transaction.atomic(savepoint=False):
         message = OutboundMessage(
             created_at=clock.now(),
             from_address=sender[0],

@@ -28,6 +28,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import Case as DbCase
+from django.db.models import Q, When
 from django.utils import translation
 from django.utils.translation import gettext as _
 
@@ -38,7 +40,7 @@ from trellis.core.services import system_user
 from trellis.core.visibility import can, visible
 from trellis.crm import services as crm_services
 from trellis.crm.models import Account, Contact, Product
-from trellis.mail import parsing, routing, sanitize
+from trellis.mail import parsing, sanitize
 from trellis.mail.models import InboundMessage
 from trellis.mail.parsing import Attachment, ParsedMessage
 
@@ -183,6 +185,9 @@ def open_case(
         subject = _subject_from(body)
     attachments = list(attachments)
 
+    # Nobody else sees the case before this transaction commits, so the acknowledgement is
+    # claimed at creation instead of by the conditional update ``acknowledge`` needs.
+    acknowledged = send_acknowledgement and not _is_ours(email)
     with transaction.atomic():
         contact, account = _contact_for(email, requester_name, actor if by_system else None)
         access_key = secrets.token_urlsafe(24)
@@ -202,6 +207,7 @@ def open_case(
             suggested_kind=_suggested_kind(subject, body),
             created_at=now,
             updated_at=now,
+            acknowledged_at=now if acknowledged else None,
         )
         received = {"channel": channel}
         if follows is not None:
@@ -241,8 +247,9 @@ def open_case(
             str(case),
         )
         events.emit("case.created", id=case.pk, actor_id=actor.pk, channel=channel)
-        if send_acknowledgement:
-            acknowledge(case, access_key)
+        if acknowledged:
+            # The only message of a new case is the one it was opened from.
+            notify.acknowledge(case, access_key, answering=inbound.message_id if inbound else "")
     return case, access_key
 
 
@@ -356,12 +363,11 @@ def _contact_for(
     data: dict[str, Any] = {
         "name": name or email.partition("@")[0][:200],
         "email": email,
-        "owner": owner.pk,
         "notes": _("Created from a support request."),
     }
     if account is not None:
         data["accounts"] = [account.pk]
-    contact = crm_services.create(system, "contact", data)
+    contact = crm_services.create(system, "contact", data, preset={"owner": owner})
     return contact, account
 
 
@@ -373,12 +379,15 @@ def account_for_domain(email: str) -> Account | None:
     domain = email.rpartition("@")[2].lower().strip()
     if not domain or domain in FREE_MAIL_DOMAINS:
         return None
-    candidates = Account.objects.filter(email__iendswith="@" + domain).order_by("id")
-    account = candidates.first()
-    if account is not None:
-        return account
-    for account in Account.objects.filter(website__icontains=domain).order_by("id")[:50]:
-        if _host(account.website) == domain:
+    by_email = Q(email__iendswith="@" + domain)
+    candidates = (
+        Account.objects.filter(by_email | Q(website__icontains=domain))
+        # E-mail matches first; a web site only "contains" the domain, so it is checked below.
+        .order_by(DbCase(When(by_email, then=0), default=1), "id")
+        .select_related("owner")[:50]
+    )
+    for account in candidates:
+        if account.email.lower().endswith("@" + domain) or _host(account.website) == domain:
             return account
     return None
 
@@ -575,16 +584,14 @@ def _mail_to_case(case: Case, inbound: InboundMessage, parsed: ParsedMessage, se
     body = _limited(parsed.text)
     if not body.strip() and not parsed.attachments:
         body = one_line(parsed.subject) or "-"
-    with transaction.atomic():
-        customer_reply(
-            case,
-            body=body,
-            attachments=parsed.attachments,
-            via=Case.Channel.EMAIL,
-            html=parsed.html,
-            inbound=inbound,
-        )
-        routing.link_message(parsed.message_id, case)
+    customer_reply(
+        case,
+        body=body,
+        attachments=parsed.attachments,
+        via=Case.Channel.EMAIL,
+        html=parsed.html,
+        inbound=inbound,
+    )
     return case
 
 
@@ -614,7 +621,6 @@ def _foreign_message(
         _save_attachments(case, event, list(parsed.attachments), public=False)
         case.updated_at = event.at
         case.save(update_fields=["updated_at"])
-        routing.link_message(parsed.message_id, case)
         events.emit("case.foreign_message", id=case.pk, event_id=event.pk)
 
 
@@ -627,7 +633,8 @@ def _open_from_mail(
     if not subject and not body.strip():
         with translation.override(language or "en"):
             subject = _("(no subject)")
-    with transaction.atomic():
+    # The mail layer runs handlers in a savepoint of its own: no second one is needed here.
+    with transaction.atomic(savepoint=False):
         case, key = open_case(
             channel=Case.Channel.EMAIL,
             subject=subject,
@@ -643,7 +650,6 @@ def _open_from_mail(
             # acknowledgement to an auto-responder could start a loop.
             send_acknowledgement=not parsed.automated,
         )
-        routing.link_message(parsed.message_id, case)
         if follows is not None:
             _note_follow_up(follows, case)
     return case, key

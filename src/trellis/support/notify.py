@@ -41,8 +41,12 @@ AUTO_REPLIED = "auto-replied"
 AUTO_GENERATED = "auto-generated"
 
 
-def acknowledge(case: Case, access_key: str) -> OutboundMessage:
-    """The first answer: tracking number, access key and the status page link."""
+def acknowledge(case: Case, access_key: str, *, answering: str | None = None) -> OutboundMessage:
+    """The first answer: tracking number, access key and the status page link.
+
+    ``answering`` is the Message-ID of the message that opened the case ("" for none), when the
+    caller knows the case has no other; otherwise the thread is read from the case.
+    """
     with translation.override(case.language):
         subject = _("[%(number)s] We received your request: %(subject)s") % _subject_values(case)
         text = _render(
@@ -51,7 +55,8 @@ def acknowledge(case: Case, access_key: str) -> OutboundMessage:
             key=access_key,
             status_link=access.status_link(case, access_key),
         )
-    return _send(case, subject, text, auto=AUTO_REPLIED)
+    thread = None if answering is None else (answering, [answering] if answering else [])
+    return _send(case, subject, text, auto=AUTO_REPLIED, thread=thread)
 
 
 def status_changed(case: Case, old: str, new: str) -> OutboundMessage | None:
@@ -135,8 +140,15 @@ def _render(name: str, case: Case, **context) -> str:
     return render_to_string(f"support/mail/{name}.txt", values).strip() + "\n"
 
 
-def _send(case: Case, subject: str, text: str, *, auto: str = "") -> OutboundMessage:
-    in_reply_to, references = _thread(case)
+def _send(
+    case: Case,
+    subject: str,
+    text: str,
+    *,
+    auto: str = "",
+    thread: tuple[str, list[str]] | None = None,
+) -> OutboundMessage:
+    in_reply_to, references = thread or _thread(case)
     return outbound.queue(
         to=[case.requester_email],
         subject=one_line(subject)[:300],
