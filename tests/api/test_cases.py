@@ -273,6 +273,41 @@ def test_status_changes_and_their_refusals(agent):
     assert support_state() == before
 
 
+def test_details_change_with_a_version_and_refusals_change_nothing(agent, admin):
+    product = factories.product(admin, name="Trellis Cloud", sku="TC-1")
+    case = open_case()
+    api = token_client(agent)
+    before = support_state()
+    path = f"cases/{case.pk}"
+    assert_problem(api.patch(path, {"priority": "high"}), 422, "version")
+    assert_problem(api.patch(path, {"priority": "soon", "version": 1}), 422, "priority")
+    assert_problem(api.patch(path, {"subject": None, "version": 1}), 422, "subject")
+    assert_problem(api.patch(path, {"status": "closed", "version": 1}), 422, "status")
+    assert_problem(api.patch(path, {"product_id": 999_999, "version": 1}), 422, "product_id")
+    assert_problem(api.patch(path, {"priority": "high", "version": 7}), 409)
+    assert_problem(api.patch("cases/999999", {"priority": "high", "version": 1}), 404)
+    assert support_state() == before
+
+    answer = api.patch(path, {"priority": "urgent", "product_id": product.pk, "version": 1})
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    support_api.CaseDetailOut.model_validate(body)
+    assert (body["priority"], body["product_id"], body["subject"], body["version"]) == (
+        "urgent",
+        product.pk,
+        case.subject,
+        2,
+    )
+    [edited] = CaseEvent.objects.filter(case=case, kind="edited")
+    assert not edited.public
+    assert edited.data["changes"] == {
+        "priority": ["normal", "urgent"],
+        "product": [None, "Trellis Cloud (TC-1)"],
+    }
+    answer = api.patch(path, {"product_id": None, "version": 2})
+    assert answer.json()["product_id"] is None
+
+
 def test_classify_a_feature_request_and_see_it_on_the_feedback_list(agent):
     first = open_case()
     second = open_case(requester_email="lee@example.com", requester_name="Lee")

@@ -386,6 +386,52 @@ def test_a_stale_reassignment_is_a_conflict_showing_the_current_state(login, age
     assert not [e for e in events_of(case, CaseEvent.Kind.ASSIGNED) if e.body == "넘깁니다"]
 
 
+# Details.
+
+
+def test_subject_priority_and_product_are_changed_on_the_case_page(login, agent, admin):
+    product = factories.product(admin, name="Trellis Cloud")
+    case = open_case()
+    page = login(agent).get(reverse("support:case-detail", args=[case.pk]))
+    assert "Subject, priority, product" in page.text
+    response = login(agent).post(
+        action(case, "details"),
+        {
+            "subject": "Excel export fails",
+            "priority": "high",
+            "product": product.pk,
+            "version": case.version,
+        },
+    )
+    assert response.status_code == 302
+    case.refresh_from_db()
+    assert (case.subject, case.priority, case.product_id) == (
+        "Excel export fails",
+        "high",
+        product.pk,
+    )
+    timeline = login(agent).get(response.url).text
+    assert "Details changed" in timeline
+    assert "Trellis Cloud" in timeline
+
+
+def test_a_stale_or_bad_details_change_keeps_the_entry_and_changes_nothing(login, agent):
+    case = open_case()
+    services.edit(agent, case.pk, {"priority": "low"}, version=case.version)
+    before = Case.objects.values("subject", "priority", "version").get(pk=case.pk)
+    stale = login(agent).post(
+        action(case, "details"), {"subject": "Mine", "priority": "high", "version": 1}
+    )
+    assert stale.status_code == 409
+    assert stale.context["details_form"]["subject"].value() == "Mine"
+    bad = login(agent).post(
+        action(case, "details"), {"subject": "", "priority": "soon", "version": 2}
+    )
+    assert bad.status_code == 422
+    assert "Select a valid choice." in bad.text
+    assert Case.objects.values("subject", "priority", "version").get(pk=case.pk) == before
+
+
 # Status.
 
 

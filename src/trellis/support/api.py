@@ -138,6 +138,14 @@ class AssignIn(Input):
     version: Version | None = None
 
 
+class CaseEditIn(Input):
+    # Absent: unchanged. Unlike the product, neither can be taken away (null is refused).
+    subject: text(max_length=Case._meta.get_field("subject").max_length) = None
+    priority: Literal[tuple(Case.Priority.values)] = None
+    product_id: Id | None = Field(None, description="Null takes the product away.")
+    version: Version
+
+
 class StatusIn(Input):
     status: StatusName
     version: Version | None = None
@@ -389,6 +397,24 @@ def create_case(request: HttpRequest, payload: CaseCreate) -> HttpResponse:
 )
 def get_case(request: HttpRequest, id: Id) -> HttpResponse:
     return json_response(_read(request.auth, id))
+
+
+@router.patch(
+    "/cases/{id}",
+    response=CaseDetailOut,
+    operation_id="edit_case",
+    summary="Change a case's subject, priority or product",
+    description="Only the fields you send change; `version` is required. The change is an "
+    "internal entry on the case's timeline; the customer is not told.",
+    openapi_extra=_CONFLICT,
+)
+def edit_case(request: HttpRequest, id: Id, payload: CaseEditIn) -> HttpResponse:
+    user = request.auth
+    data = payload.model_dump(exclude_unset=True)
+    version = data.pop("version")
+    with _answering_for(user, id):
+        case = services.edit(user, id, data, version=version)
+    return json_response(_written(user, case))
 
 
 @router.post(

@@ -71,6 +71,29 @@ class CaseListFilters(forms.Form):
         }
 
 
+class DetailsForm(ServiceForm):
+    """Subject, priority and product of a case: internal details the customer is not told of."""
+
+    id_prefix = "details"
+
+    error_fields = {"product_id": "product"}
+
+    subject = forms.CharField(
+        label=_("Subject"), max_length=Case._meta.get_field("subject").max_length
+    )
+    priority = forms.ChoiceField(label=_("Priority"), choices=Case.Priority.choices)
+    product = forms.ModelChoiceField(
+        label=_("Product"), queryset=Product.objects.none(), required=False, empty_label=_("—")
+    )
+    version = forms.IntegerField(widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["product"].queryset = (
+            visible(user, Product).filter(is_active=True).order_by("name")
+        )
+
+
 class AssignForm(ServiceForm):
     """Hand a case to an expert, or to a specialist team's queue, with a note for them."""
 

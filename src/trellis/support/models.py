@@ -157,6 +157,7 @@ class CaseEvent(models.Model):
         CLASSIFIED = "classified", _("classified")
         MERGED = "merged", _("merged")
         SPLIT = "split", _("split")
+        EDITED = "edited", _("details changed")
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=20, choices=Kind)

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils.translation import gettext as _
 
 from trellis.core import audit, clock, events, numbering, records
@@ -82,8 +82,27 @@ CASE = records.RecordSpec(
 
 
 def edit(actor: User, case_id: int, data: dict[str, Any], *, version: int | None) -> Case:
-    """Change subject, priority, product, contact or account, if still at ``version``."""
-    return records.update(actor, CASE, _int(case_id), data, version)
+    """Change subject, priority, product, contact or account, if still at ``version``.
+
+    What changed goes on the timeline as an internal entry; the customer is not told.
+    """
+    case_id = _int(case_id)
+    with transaction.atomic():
+        before = visible(actor, Case).filter(pk=case_id).first()
+        case = records.update(actor, CASE, case_id, data, version)
+        changes = {
+            name: [_label(getattr(before, name)), _label(getattr(case, name))]
+            for name in CASE.fields
+            if getattr(before, name) != getattr(case, name)
+        }
+        if changes:
+            _event(case, CaseEvent.Kind.EDITED, actor, data={"changes": changes})
+    return case
+
+
+def _label(value: Any) -> Any:
+    """A value as the timeline shows it later, even after the related record is renamed."""
+    return str(value) if isinstance(value, models.Model) else value
 
 
 # Finding and locking.

@@ -14,6 +14,7 @@ urlpatterns = [
     path("<int:pk>/claim/", views.case_claim, name="case-claim"),
     path("<int:pk>/assign/", views.case_assign, name="case-assign"),
     path("<int:pk>/status/", views.case_status, name="case-status"),
+    path("<int:pk>/details/", views.case_details, name="case-details"),
     path("<int:pk>/classify/", views.case_classify, name="case-classify"),
     path("<int:pk>/reply/", views.case_reply, name="case-reply"),
     path("<int:pk>/notes/", views.case_note, name="case-note"),

@@ -200,6 +200,15 @@ def _case_page(
             status_form=forms.StatusForm(
                 case=case, initial={"status": case.status, "version": case.version}
             ),
+            details_form=forms.DetailsForm(
+                user=user,
+                initial={
+                    "subject": case.subject,
+                    "priority": case.priority,
+                    "product": case.product_id,
+                    "version": case.version,
+                },
+            ),
             classify_form=forms.ClassifyForm(
                 initial={
                     "kind": case.suggested_kind
@@ -328,6 +337,27 @@ def case_status(request: HttpRequest, pk: int) -> HttpResponse:
 
     return _act(
         request, pk, "status_form", lambda case, data: forms.StatusForm(data, case=case), perform
+    )
+
+
+@support_view
+@require_POST
+def case_details(request: HttpRequest, pk: int) -> HttpResponse:
+    def perform(user: User, case: Case, data: dict[str, Any]) -> tuple[str, str]:
+        values = {
+            "subject": data["subject"],
+            "priority": data["priority"],
+            "product_id": data["product"].pk if data["product"] else None,
+        }
+        services.edit(user, case.pk, values, version=data["version"])
+        return _detail_url(case.pk, "timeline"), _("The case's details are saved.")
+
+    return _act(
+        request,
+        pk,
+        "details_form",
+        lambda case, data: forms.DetailsForm(data, user=request.user),
+        perform,
     )
 
 

@@ -7,8 +7,9 @@ import nh3
 from django import template
 from django.urls import NoReverseMatch, reverse
 from django.utils import translation
-from django.utils.html import conditional_escape, format_html
+from django.utils.html import conditional_escape, format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
 from trellis.core.visibility import can, is_admin
@@ -157,6 +158,16 @@ def _summary(kind: str, data: dict[str, Any], names: dict[str, dict[int, str]]) 
         return shown
     if kind == CaseEvent.Kind.ASSIGNED:
         return _assignment(data, names)
+    if kind == CaseEvent.Kind.EDITED and isinstance(data.get("changes"), dict):
+        return format_html_join(
+            " · ",
+            "{}: {}",
+            (
+                (capfirst(Case._meta.get_field(name).verbose_name), _edited(name, old, new))
+                for name, (old, new) in data["changes"].items()
+                if name in _EDITABLE
+            ),
+        )
     if kind == CaseEvent.Kind.MERGED:
         if data.get("into"):
             link = _case_link(data["into"], data.get("into_id"))
@@ -172,6 +183,15 @@ def _summary(kind: str, data: dict[str, Any], names: dict[str, dict[int, str]]) 
             link = _case_link(data["from_case"], data.get("from_id"))
             return _with_number(_("Split from %(number)s."), link)
     return ""
+
+
+_EDITABLE = frozenset({"subject", "priority", "product", "contact", "account"})
+
+
+def _edited(name: str, old: Any, new: Any) -> SafeString:
+    if name == "priority":
+        return _arrow(_choice(name, old), _choice(name, new))
+    return _arrow(old or "—", new or "—")
 
 
 def _with_number(text: str, number: Any) -> SafeString:
