@@ -7,6 +7,8 @@ Everything that differs between a laptop and production comes from the environme
   is generated once and kept in ``var/secret_key``, which suits a single-machine install only.
 - ``TRELLIS_DEBUG``, ``TRELLIS_ALLOWED_HOSTS``, ``TRELLIS_TIME_ZONE``.
 - ``TRELLIS_BASE_URL``: the address customers and e-mail links use to reach this Trellis.
+- ``TRELLIS_TRUSTED_PROXIES``: reverse proxies (comma-separated addresses or networks) whose
+  ``X-Forwarded-For`` names the client that rate limits count.
 - Mail: ``TRELLIS_MAIL_DOMAIN``, ``TRELLIS_SUPPORT_ADDRESS``, ``TRELLIS_SMTPD_HOST``,
   ``TRELLIS_SMTPD_PORT`` (the intake listener), ``TRELLIS_SMTP_URL`` (the relay for outgoing
   mail, ``smtp://user:password@host:port``; ``smtp+tls://`` for STARTTLS; unset means
@@ -227,6 +229,11 @@ TRELLIS = {
     "DEFAULT_CURRENCY": os.environ.get("TRELLIS_CURRENCY", "KRW"),
     # Seconds between two runs of the timer sweep in `trellis serve` and `trellis worker`.
     "SWEEP_INTERVAL": 30,
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For is believed, for the
+    # client address that rate limits count by; none by default.
+    "TRUSTED_PROXIES": [
+        p for p in os.environ.get("TRELLIS_TRUSTED_PROXIES", "").split(",") if p.strip()
+    ],
     # Where customers and e-mail links reach this Trellis (no trailing slash).
     "BASE_URL": os.environ.get("TRELLIS_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
     "MAIL": {

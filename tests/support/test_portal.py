@@ -112,6 +112,27 @@ def test_lookups_are_rate_limited_per_client(client, case_and_key, frozen):
     assert response.status_code == 302
 
 
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit(
+    case_and_key, frozen, settings
+):
+    from django.test import Client
+
+    settings.TRELLIS = {**settings.TRELLIS, "TRUSTED_PROXIES": ["10.9.9.9"]}
+    case, _key = case_and_key
+    limit, _window = access.LOOKUP_PER_CLIENT
+
+    def via_proxy(client_ip: str) -> Client:
+        return Client(REMOTE_ADDR="10.9.9.9", HTTP_X_FORWARDED_FOR=client_ip)
+
+    guesser = via_proxy("198.51.100.1")
+    for n in range(limit):
+        guesser.post(INDEX, {"tracking_number": f"CS-2026-{900000 + n}", "email": CUSTOMER})
+    lookup = {"tracking_number": case.tracking_number, "email": CUSTOMER}
+
+    assert guesser.post(INDEX, lookup).status_code == 429
+    assert via_proxy("198.51.100.2").post(INDEX, lookup).status_code == 302
+
+
 def test_lookups_are_rate_limited_per_tracking_number(case_and_key, frozen):
     from django.test import Client
 

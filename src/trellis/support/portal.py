@@ -29,6 +29,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from trellis.core import ratelimit
 from trellis.core.errors import Conflict, RateLimited, ValidationFailed
+from trellis.core.network import client_address
 
 from . import access, forms_portal, intake
 from .models import Case, CaseAttachment, CaseEvent
@@ -63,10 +64,6 @@ def portal_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
     return wrapper
 
 
-def _client(request: HttpRequest) -> str:
-    return request.META.get("REMOTE_ADDR", "")
-
-
 def _not_found(request: HttpRequest) -> HttpResponse:
     return render(request, "support/portal/not_found.html", status=404)
 
@@ -81,7 +78,7 @@ def index(request: HttpRequest) -> HttpResponse:
         case = access.case_by_email(
             form.cleaned_data["tracking_number"],
             form.cleaned_data["email"],
-            client=_client(request),
+            client=client_address(request),
         )
         if case is not None:
             access.grant(request, case)
@@ -102,7 +99,7 @@ def new_case(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return render(request, "support/portal/new.html", {"form": forms_portal.CaseForm()})
     form = forms_portal.CaseForm(request.POST, request.FILES)
-    if not ratelimit.hit(f"portal-new:{_client(request)}", *NEW_CASES_PER_CLIENT):
+    if not ratelimit.hit(f"portal-new:{client_address(request)}", *NEW_CASES_PER_CLIENT):
         raise RateLimited(_("Too many requests from your network. Please try again later."))
     if form.is_valid():
         data = form.cleaned_data
@@ -153,7 +150,7 @@ def case_sent(request: HttpRequest) -> HttpResponse:
 @portal_view
 def status(request: HttpRequest, tracking: str, key: str) -> HttpResponse:
     """The status page opened with the link from the acknowledgement."""
-    case = access.case_by_key(tracking, key, client=_client(request))
+    case = access.case_by_key(tracking, key, client=client_address(request))
     if case is None:
         return _not_found(request)
     return _status_page(request, case, key)
@@ -163,7 +160,7 @@ def status(request: HttpRequest, tracking: str, key: str) -> HttpResponse:
 @portal_view
 def case_page(request: HttpRequest, tracking: str) -> HttpResponse:
     """The status page after a look-up by e-mail in this browser."""
-    access.count_view(_client(request))
+    access.count_view(client_address(request))
     case = access.granted_case(request, tracking)
     if case is None:
         return _not_found(request)
@@ -173,14 +170,14 @@ def case_page(request: HttpRequest, tracking: str) -> HttpResponse:
 @require_GET
 @portal_view
 def attachment(request: HttpRequest, tracking: str, key: str, attachment_id: int) -> HttpResponse:
-    case = access.case_by_key(tracking, key, client=_client(request))
+    case = access.case_by_key(tracking, key, client=client_address(request))
     return _download(request, case, attachment_id)
 
 
 @require_GET
 @portal_view
 def case_attachment(request: HttpRequest, tracking: str, attachment_id: int) -> HttpResponse:
-    access.count_view(_client(request))
+    access.count_view(client_address(request))
     return _download(request, access.granted_case(request, tracking), attachment_id)
 
 
