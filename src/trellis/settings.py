@@ -10,7 +10,8 @@ Everything that differs between a laptop and production comes from the environme
 - ``TRELLIS_TRUSTED_PROXIES``: reverse proxies (comma-separated addresses or networks) whose
   ``X-Forwarded-For`` names the client that rate limits count.
 - Mail: ``TRELLIS_MAIL_DOMAIN``, ``TRELLIS_SUPPORT_ADDRESS``, ``TRELLIS_SMTPD_HOST``,
-  ``TRELLIS_SMTPD_PORT`` (the intake listener), ``TRELLIS_SMTP_URL`` (the relay for outgoing
+  ``TRELLIS_SMTPD_PORT``, ``TRELLIS_SMTPD_TLS_CERT``, ``TRELLIS_SMTPD_TLS_KEY`` (the intake
+  listener), ``TRELLIS_SMTP_URL`` (the relay for outgoing
   mail, ``smtp://user:password@host:port``; ``smtp+tls://`` for STARTTLS; unset means
   outgoing mail is written as files to ``var/outbox``).
 """
@@ -243,6 +244,9 @@ TRELLIS = {
         "REPLY_LOCAL_PART": "reply",
         "SMTPD_HOST": os.environ.get("TRELLIS_SMTPD_HOST", "127.0.0.1"),
         "SMTPD_PORT": int(os.environ.get("TRELLIS_SMTPD_PORT", 2525)),
+        # With both, the listener offers STARTTLS (PEM files; re-read when they change).
+        "SMTPD_TLS_CERT": os.environ.get("TRELLIS_SMTPD_TLS_CERT", ""),
+        "SMTPD_TLS_KEY": os.environ.get("TRELLIS_SMTPD_TLS_KEY", ""),
         # A larger message is refused at SMTP (552) or, with OVERSIZE "truncate", stored cut
         # at the limit and flagged.
         "MAX_MESSAGE_BYTES": int(os.environ.get("TRELLIS_MAX_MESSAGE_BYTES", 25 * 1024 * 1024)),

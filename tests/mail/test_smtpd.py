@@ -1,6 +1,9 @@
 """Mail through the real listener, sent with smtplib as another mail server would."""
 
+import os
 import smtplib
+import ssl
+import subprocess
 
 import pytest
 from django.db import connection
@@ -8,7 +11,7 @@ from django.db import connection
 from trellis.core.models import Team
 from trellis.mail import inbound, routing
 from trellis.mail.models import InboundMessage
-from trellis.mail.smtpd import IntakeServer
+from trellis.mail.smtpd import IntakeServer, TlsCertificate
 
 from .conftest import build, desk_address, send, store
 
@@ -301,3 +304,66 @@ def test_processing_processes_make_cases_of_support_mail_and_of_mail_left_behind
     cases = {m.object_id for m in messages}
     assert len(cases) == 7
     assert {m.content_type.model for m in messages} == {"case"}
+
+
+@pytest.fixture
+def certificate(tmp_path, settings):
+    """A self-signed certificate for the listener, made with the openssl command."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=trellis.localhost", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    mail = {**settings.TRELLIS["MAIL"], "SMTPD_TLS_CERT": str(cert), "SMTPD_TLS_KEY": str(key)}
+    settings.TRELLIS = {**settings.TRELLIS, "MAIL": mail}
+    return cert, key
+
+
+def test_with_a_certificate_the_listener_offers_starttls_and_takes_mail_over_it(certificate, desk):
+    server = IntakeServer("127.0.0.1", 0)
+    server.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+            client.ehlo("client.example.co.kr")
+            assert client.has_extn("starttls")
+            client.starttls(context=ssl._create_unverified_context())
+            client.ehlo("client.example.co.kr")
+            refused = client.sendmail("kim@example.co.kr", [desk_address()], build("Encrypted"))
+            assert refused == {}
+        assert server.wait_until_idle()
+    finally:
+        server.stop()
+    assert InboundMessage.objects.get().subject == "Encrypted"
+
+
+def test_without_a_certificate_no_starttls_is_offered(intake_server):
+    with smtplib.SMTP("127.0.0.1", intake_server.port, timeout=10) as client:
+        client.ehlo("client.example.co.kr")
+        assert not client.has_extn("starttls")
+
+
+def test_a_missing_certificate_stops_the_start_with_the_reason(certificate):
+    cert, _key = certificate
+    cert.unlink()
+    with pytest.raises(FileNotFoundError):
+        IntakeServer("127.0.0.1", 0)
+
+
+def test_a_renewed_certificate_is_used_without_a_restart_and_a_broken_one_is_not(certificate):
+    cert, key = certificate
+    loaded = TlsCertificate(str(cert), str(key))
+    first = loaded.context()
+    assert loaded.context() is first
+
+    renewed = cert.read_bytes()
+    cert.write_bytes(b"not a certificate")
+    os.utime(cert, (1, 1))
+    assert loaded.context() is first  # kept, and the failure logged
+
+    cert.write_bytes(renewed)
+    os.utime(cert, (2, 2))
+    assert loaded.context() is not first

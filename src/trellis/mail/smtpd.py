@@ -16,10 +16,13 @@ processed.
 """
 
 import asyncio
+import functools
 import logging
 import multiprocessing
+import os
 import queue
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -325,19 +328,59 @@ class IntakeHandler:
         return f"250 OK {message.pk}"
 
 
-def _smtp_options() -> dict[str, Any]:
+class TlsCertificate:
+    """The listener's certificate for STARTTLS, from MAIL["SMTPD_TLS_CERT"] and ["SMTPD_TLS_KEY"].
+
+    Loaded when the listener starts (a missing or bad file stops the start with the reason);
+    loaded again when a file changes, so a renewed certificate needs no restart. A renewal that
+    cannot be loaded is logged and the previous certificate kept.
+    """
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.paths = (cert, key)
+        self._stamp: tuple[float, float] | None = None
+        self._context: ssl.SSLContext | None = None
+
+    def context(self) -> ssl.SSLContext:
+        try:
+            stamp = tuple(os.stat(path).st_mtime for path in self.paths)
+            if stamp != self._stamp:
+                context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                context.load_cert_chain(*self.paths)
+                self._context, self._stamp = context, stamp
+        except (OSError, ssl.SSLError):
+            if self._context is None:
+                raise
+            log.exception("could not load the renewed TLS certificate; keeping the previous one")
+        return self._context
+
+
+def _tls_certificate() -> TlsCertificate | None:
+    mail = settings.TRELLIS["MAIL"]
+    if not (mail["SMTPD_TLS_CERT"] and mail["SMTPD_TLS_KEY"]):
+        return None
+    certificate = TlsCertificate(mail["SMTPD_TLS_CERT"], mail["SMTPD_TLS_KEY"])
+    certificate.context()
+    return certificate
+
+
+def _smtp_options(certificate: TlsCertificate | None) -> dict[str, Any]:
     """aiosmtpd's settings, read for each connection (so a changed setting takes effect)."""
     mail = settings.TRELLIS["MAIL"]
     limit = mail["MAX_MESSAGE_BYTES"]
     if mail["OVERSIZE"] == "truncate":
         limit *= TRUNCATE_READ_FACTOR
-    return {
+    options = {
         "data_size_limit": limit,
         "enable_SMTPUTF8": True,
         # Without a hostname aiosmtpd asks the resolver for the FQDN on every connection.
         "hostname": settings.MAIL_DOMAIN,
         "ident": "Trellis ESMTP",
     }
+    if certificate is not None:
+        # Offered, not required: a mail server that cannot encrypt still delivers.
+        options["tls_context"] = certificate.context()
+    return options
 
 
 class IntakeServer:
@@ -364,7 +407,7 @@ class IntakeServer:
             handler,
             mail["SMTPD_HOST"] if host is None else host,
             mail["SMTPD_PORT"] if port is None else port,
-            _smtp_options,
+            functools.partial(_smtp_options, _tls_certificate()),
         )
 
     @property
