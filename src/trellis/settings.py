@@ -76,6 +76,9 @@ INSTALLED_APPS = [
     "trellis.mail",
     "trellis.crm",
     "trellis.support",
+    # After the domain apps, so that record types are listed (e.g. in the rights of a role)
+    # in the order people know them: the CRM's, then cases, then tasks.
+    "trellis.process",
     "trellis.api",
 ]
 
@@ -262,5 +265,13 @@ TRELLIS = {
         "SENDER_WINDOW_SECONDS": 600,
         # Attempts to send one outgoing message before it is marked failed.
         "SEND_ATTEMPTS": 6,
+    },
+    "TASKS": {
+        # The "due soon" reminder goes this many hours before a task's due time.
+        "REMIND_BEFORE_HOURS": 24,
+        # Days a link for an external participant works.
+        "LINK_DAYS": 30,
+        # The local hour from which daily digests of tasks go out.
+        "DIGEST_HOUR": 8,
     },
 }

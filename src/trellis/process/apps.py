@@ -1,0 +1,31 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+# Role code -> (scope, create, edit, delete) for tasks on a fresh install. Tasks are how work
+# moves between teams, so every role sees them; a task about a record is still hidden from
+# whoever may not see that record (see ``queries.visible_tasks``).
+DEFAULT_RIGHTS = {
+    "manager": ("all", True, True, True),
+    "sales": ("all", True, True, False),
+    "support": ("all", True, True, False),
+    "marketing": ("all", True, True, False),
+    "readonly": ("all", False, False, False),
+}
+
+
+class ProcessConfig(AppConfig):
+    name = "trellis.process"
+    label = "process"
+    verbose_name = _("Process")
+
+    def ready(self) -> None:
+        from trellis.core import registry
+        from trellis.mail import inbound, routing
+
+        from . import mailreplies, models, reminders  # noqa: F401  (register their sweepers)
+
+        registry.register(
+            registry.ObjectType(key="task", model=models.Task, default_rights=DEFAULT_RIGHTS)
+        )
+        routing.register_reply_handler(models.Task, mailreplies.handle_reply)
+        inbound.register_reference_resolver(mailreplies.resolve_reference)
