@@ -88,8 +88,14 @@ def _send(
 
 
 def _notify(user: User, task: Task, text: str) -> Notification:
+    return notice(user, text, link=task_path(task), task=task)
+
+
+def notice(user: User, text: str, *, link: str = "", task: Task | None = None) -> Notification:
+    """A message in ``user``'s notifications inbox; other apps leave theirs here too (e.g. the
+    support desk's "the customer wrote")."""
     return Notification.objects.create(
-        user=user, task=task, text=text[:_NOTIFICATION_LENGTH], link=task_path(task)
+        user=user, task=task, text=one_line(text)[:_NOTIFICATION_LENGTH], link=link
     )
 
 

@@ -22,7 +22,7 @@ class SupportConfig(AppConfig):
         from trellis.core import registry
         from trellis.mail import inbound, routing
 
-        from . import intake, models
+        from . import intake, models, notices
 
         registry.register(
             registry.ObjectType(
@@ -35,3 +35,4 @@ class SupportConfig(AppConfig):
         routing.register_mailbox(settings.TRELLIS["MAIL"]["SUPPORT_ADDRESS"], intake.handle_mail)
         routing.register_reply_handler(models.Case, intake.handle_reply)
         inbound.register_reference_resolver(intake.resolve_reference)
+        notices.subscribe()
