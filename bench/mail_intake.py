@@ -19,8 +19,10 @@ Then several client threads send a mix with ``smtplib``, each over one SMTP conn
 The script waits until every stored message has been processed and prints JSON: what was
 accepted and stored (``lost`` must be 0: every "250 OK <id>" names a stored row), the statuses,
 the cases created, the wall time from the first SMTP connection to the last message processed,
-messages per second over that time, and the latency of each message from its storing to the
-end of its processing.
+messages per second over that time, the latency of each message from its storing to the
+end of its processing, and the CPU time per message of the listener with its processing
+processes and of the PostgreSQL backends (read from /proc; unlike wall time, not inflated by
+other work on the machine).
 
 Only 127.0.0.1 is contacted. Messages are generated here, deterministically (``--seed``).
 """
@@ -352,6 +354,50 @@ def wait_processed(first_id: int, accepted: int, timeout: float) -> None:
         time.sleep(0.25)
 
 
+# CPU time, which other work on a shared machine does not inflate the way it does wall time.
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of every process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        found.append((int(entry.name), parent, command))
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def cpu_used(listener: int) -> dict[str, float]:
+    """CPU seconds used so far by the listener with its processing processes, and by the
+    PostgreSQL backends serving the benchmark's database."""
+    processes = _processes()
+    family = {listener}
+    for pid, parent, _command in sorted(processes):  # parents before their children
+        if parent in family:
+            family.add(pid)
+    backends = [pid for pid, _parent, command in processes if f" {DATABASE} " in command]
+    return {
+        "trellis": sum(_cpu_seconds(pid) for pid in family),
+        "postgresql": sum(_cpu_seconds(pid) for pid in backends),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -414,11 +460,13 @@ def main() -> None:
         first_id = InboundMessage.objects.aggregate(m=Max("pk"))["m"] or 0
         first_case = Case.objects.aggregate(m=Max("pk"))["m"] or 0
         first_outbound = OutboundMessage.objects.aggregate(m=Max("pk"))["m"] or 0
+        cpu_before = cpu_used(listener.pid)
         started = time.monotonic()
         results = send_all(port, support, messages, args.clients)
         accept_seconds = time.monotonic() - started
         wait_processed(first_id, len(results.accepted), args.timeout)
         wall = time.monotonic() - started
+        cpu_after = cpu_used(listener.pid)
     finally:
         listener.terminate()
         listener.wait(timeout=60)
@@ -454,6 +502,13 @@ def main() -> None:
         "accepted_per_second": round(len(results.accepted) / accept_seconds, 1),
         "wall_seconds": round(wall, 2),
         "messages_per_second": round(len(results.accepted) / wall, 1),
+        # CPU per accepted message, whatever else ran on the machine; with enough free cores,
+        # messages per second is about 1000 / (the sum) times the cores.
+        "cpu_ms_per_message": {
+            part: round(1000 * (cpu_after[part] - cpu_before[part]) / len(results.accepted), 2)
+            for part in cpu_before
+        },
+        "load_average": os.getloadavg()[0],
         "latency_seconds": {
             "p50": round(statistics.median(latencies), 3) if latencies else None,
             "p95": round(latencies[int(len(latencies) * 0.95) - 1], 3) if latencies else None,
