@@ -380,8 +380,9 @@ def account_for_domain(email: str) -> Account | None:
         return None
     # One query for both kinds of match (query building costs more here than the scan).
     candidates = list(
-        Account.objects.filter(Q(email__iendswith="@" + domain) | Q(website__icontains=domain))
-        .order_by("id")[:50]
+        Account.objects.filter(
+            Q(email__iendswith="@" + domain) | Q(website__icontains=domain)
+        ).order_by("id")[:50]
     )
     by_email = (a for a in candidates if a.email.lower().endswith("@" + domain))
     # A web site only "contains" the domain in the query; its host must be the domain.
