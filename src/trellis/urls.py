@@ -8,6 +8,7 @@ urlpatterns = [
     path("crm/", include("trellis.crm.urls")),
     path("cases/", include("trellis.support.urls")),
     path("help/", include("trellis.support.portal_urls")),
+    path("", include("trellis.process.urls")),
     path("mail/", include("trellis.mail.urls")),
     path("api/", api.urls),
     path("admin/", admin.site.urls),

@@ -258,3 +258,29 @@ def test_who_may_call_what(people, ana):
     for method, path in [("get", "tasks/"), ("post", "tasks/"), ("get", "my-work")]:
         answer = getattr(anonymous, method)(path)
         assert_problem(answer, 401)
+
+
+def test_tasks_of_a_person_or_a_queue_and_overdue_ones(people, team, ana, clock):
+    late = new_task(people["ana"], title="Late", due_at=in_hours(1))
+    new_task(people["ana"], title="Later", due_at=in_hours(50))
+    queued = new_task(people["ana"], title="Queued", team_id=team.pk)
+    clock.move_to(in_hours(2), tick=False)
+
+    def ids(**params):
+        answer = ana.get("tasks/", **params)
+        assert answer.status_code == 200, answer.content
+        return [item.id for item in api.TaskPage.model_validate(answer.json()).items]
+
+    assert ids(assignee_id=people["ana"].pk, state="overdue") == [late.pk]
+    assert ids(assignee_id=people["ana"].pk, state="open") == [late.pk, late.pk + 1]
+    assert ids(queue_id=team.pk) == [queued.pk]
+    assert_problem(ana.get("tasks/", state="someday"), 422)
+
+
+def test_the_daily_digest_is_chosen_through_the_api(people, ana):
+    assert ana.get("my-work/mail").json() == {"daily_digest": False}
+    assert ana.put("my-work/mail", {"daily_digest": True}).json() == {"daily_digest": True}
+    assert ana.get("my-work/mail").json() == {"daily_digest": True}
+    assert token_client(people["ben"]).get("my-work/mail").json() == {"daily_digest": False}
+    assert_problem(ana.put("my-work/mail", {"daily_digest": "sometimes"}), 422)
+    assert_problem(Api(Client()).get("my-work/mail"), 401)

@@ -139,6 +139,27 @@ def test_a_next_step_from_the_participant_can_name_only_what_and_when(handed_out
     assert task.status == "open"
 
 
+def test_the_participant_can_say_the_thread_is_finished(people, handed_out):
+    task, token = handed_out()
+    with pytest.raises(ValidationFailed) as refused:
+        external.complete(token, next_step={"title": "More"}, thread_finished=True, ip=IP)
+    assert list(refused.value.errors) == ["thread_finished"]
+    done = external.complete(token, thread_finished=True, ip=IP)
+    assert (done.status, done.thread.status, done.thread.finished_by) == ("done", "finished", None)
+    completed = TaskEvent.objects.get(task=task, kind="completed")
+    assert (completed.external_email, completed.data["thread_finished"]) == (PARTNER, True)
+
+
+def test_a_thread_with_other_open_tasks_is_not_finished_by_the_participant(people, handed_out):
+    task, token = handed_out()
+    new_task(people["ana"], thread_id=task.thread_id, title="Internal follow-up")
+    with pytest.raises(ValidationFailed) as refused:
+        external.complete(token, thread_finished=True, ip=IP)
+    assert list(refused.value.errors) == ["thread_finished"]
+    task.refresh_from_db()
+    assert (task.status, task.thread.status) == ("open", "open")
+
+
 def test_a_type_that_requires_the_next_step_asks_the_participant_too(people, handed_out):
     review = TaskType.objects.create(code="review", name="Review", requires_next_step=True)
     _task, token = handed_out(task_type_id=review.pk)
@@ -146,6 +167,11 @@ def test_a_type_that_requires_the_next_step_asks_the_participant_too(people, han
         external.complete(token, ip=IP)
     assert list(refused.value.errors) == ["next_step"]
     assert external.complete(token, next_step={"title": "Sign"}, ip=IP).status == "done"
+    # Saying the thread is finished answers the question too.
+    other = "minho@partner.co.kr"
+    new_task(people["ana"], external_email=other, task_type_id=review.pk)
+    [mail] = mail_to(other)
+    assert external.complete(token_in(mail.text), thread_finished=True, ip=IP).status == "done"
 
 
 def test_an_expired_link_is_refused_and_the_use_logged(handed_out, clock):

@@ -156,3 +156,43 @@ def test_a_page_of_a_task_list(people):
         new_task(people["ana"], title=f"Task {n}")
     page = queries.tasks(people["ana"], view="mine", page=1, page_size=2)
     assert ([t.title for t in page.items], page.has_next) == (["Task 0", "Task 1"], True)
+
+
+def test_tasks_of_one_person_or_one_queue_open_or_overdue(people, team, clock):
+    ana, ben = people["ana"], people["ben"]
+    late = new_task(ana, title="Late", due_at=in_hours(1))
+    new_task(ana, title="Later", due_at=in_hours(50))
+    services.complete(ana, new_task(ana, title="Done").pk)
+    new_task(ana, title="Ben's", user_id=ben.pk)
+    queued = new_task(ana, title="Queued", team_id=team.pk, due_at=in_hours(1))
+    clock.move_to(in_hours(2), tick=False)
+
+    def titles_of(**filters):
+        return [t.title for t in queries.task_queryset(ben, **filters)]
+
+    assert titles_of(assignee_id=ana.pk) == ["Done", "Later", "Late"]
+    assert titles_of(assignee_id=ana.pk, state="open") == ["Late", "Later"]
+    assert titles_of(assignee_id=ana.pk, state="overdue") == ["Late"]
+    assert titles_of(queue_id=team.pk, state="overdue") == ["Queued"]
+    assert titles_of(state="overdue") == ["Late", "Queued"]
+    assert {late.pk, queued.pk} == {t.pk for t in queries.task_queryset(ana, state="overdue")}
+    with pytest.raises(ValidationFailed) as refused:
+        queries.task_queryset(ben, state="someday")
+    assert list(refused.value.errors) == ["state"]
+
+
+def test_the_records_of_threads_in_one_query_per_kind_and_only_those_one_sees(people):
+    ana = people["ana"]
+    account = factories.account(ana, name="Hanbit")
+    deal = factories.opportunity(ana, name="ERP")
+    about_account = new_task(ana, record_type="account", record_id=account.pk)
+    about_deal = new_task(ana, record_type="opportunity", record_id=deal.pk)
+    loose = new_task(ana)
+    threads = [about_account.thread, about_deal.thread, loose.thread]
+
+    assert queries.thread_records(ana, threads) == {
+        about_account.thread_id: account,
+        about_deal.thread_id: deal,
+    }
+    # Ben sees the team's accounts, but only his own deals.
+    assert queries.thread_records(people["ben"], threads) == {about_account.thread_id: account}

@@ -33,7 +33,7 @@ from trellis.core.models import User
 from trellis.core.paging import paginate
 from trellis.core.visibility import can
 
-from . import queries, services
+from . import notify, queries, services
 from .models import ExternalLink, Notification, Task, TaskEvent, Thread
 
 router = Router(tags=["Tasks"])
@@ -42,6 +42,7 @@ StatusName = Literal[tuple(Task.Status.values)]
 PriorityName = Literal[tuple(Task.Priority.values)]
 AssigneeKind = Literal[tuple(Task.Assignee.values)]
 ViewName = Literal[tuple(queries.VIEWS)]
+StateName = Literal[tuple(queries.STATES)]
 Language = Literal[tuple(code for code, _name in settings.LANGUAGES)]
 # Every registered record type but the engine's own.
 RecordType = Literal[
@@ -240,6 +241,13 @@ class NotificationPage(Output):
     has_next: bool
 
 
+class TaskMailOut(Output):
+    daily_digest: bool = Field(
+        description="One e-mail a day with all your tasks instead of an e-mail for each task "
+        "event; reminders still come in the app."
+    )
+
+
 class NotificationsReadOut(Output):
     marked: int = Field(description="How many notifications were unread and are read now.")
 
@@ -294,9 +302,17 @@ class TaskListParams(Input):
         + ".",
     )
     status: StatusName | None = None
+    state: StateName | None = Field(
+        None,
+        description="Only "
+        + "; ".join(f"`{name}` {meaning}" for name, meaning in queries.STATES.items())
+        + " (soonest due first).",
+    )
     thread_id: Id | None = None
     record_type: RecordType | None = None
     record_id: Id | None = Field(None, description="With `record_type`: tasks about it.")
+    assignee_id: Id | None = Field(None, description="Tasks this user holds.")
+    queue_id: Id | None = Field(None, description="Tasks waiting in this team's queue.")
     page: int = PageNumber
     page_size: int = PageSize
 
@@ -336,6 +352,10 @@ class TaskCompleteIn(Input):
     thread_finished: bool = Field(False, description="Instead of a next step: the work is done.")
     note: LongText = ""
     version: Version | None = None
+
+
+class TaskMailIn(Input):
+    daily_digest: bool
 
 
 class TaskCommentIn(Input):
@@ -502,9 +522,12 @@ def list_tasks(request: HttpRequest, params: Query[TaskListParams]) -> HttpRespo
         user,
         view=params.view,
         status=params.status,
+        state=params.state,
         thread_id=params.thread_id,
         record_type=params.record_type,
         record_id=params.record_id,
+        assignee_id=params.assignee_id,
+        queue_id=params.queue_id,
     )
     page = paginate(queryset, params.page, params.page_size)
     now = clock.now()
@@ -814,6 +837,27 @@ def get_my_work(request: HttpRequest) -> HttpResponse:
             "queue": section(work.queue),
         }
     )
+
+
+@router.get(
+    "/my-work/mail",
+    response=TaskMailOut,
+    operation_id="get_task_mail",
+    summary="How you get task e-mail",
+)
+def get_task_mail(request: HttpRequest) -> HttpResponse:
+    return json_response({"daily_digest": notify.wants_digest(request.auth)})
+
+
+@router.put(
+    "/my-work/mail",
+    response=TaskMailOut,
+    operation_id="set_task_mail",
+    summary="Choose the daily digest, or an e-mail for each task event",
+)
+def set_task_mail(request: HttpRequest, payload: TaskMailIn) -> HttpResponse:
+    preference = services.set_daily_digest(request.auth, payload.daily_digest)
+    return json_response({"daily_digest": preference.daily_digest})
 
 
 @router.get(

@@ -25,7 +25,12 @@ class ProcessConfig(AppConfig):
         from . import mailreplies, models, reminders  # noqa: F401  (register their sweepers)
 
         registry.register(
-            registry.ObjectType(key="task", model=models.Task, default_rights=DEFAULT_RIGHTS)
+            registry.ObjectType(
+                key="task",
+                model=models.Task,
+                default_rights=DEFAULT_RIGHTS,
+                detail_url_name="process:task-detail",
+            )
         )
         routing.register_reply_handler(models.Task, mailreplies.handle_reply)
         inbound.register_reference_resolver(mailreplies.resolve_reference)

@@ -7,7 +7,8 @@ functions with the token from its address and the visitor's IP address:
 - ``open_link`` for reading: the task and what of its thread is shared with them
   (``shared``). A link works for reading until it expires or is revoked, also after the task
   is done, so the participant can see that it is closed.
-- ``comment``, ``attach``, ``complete``: acting, refused once the task is done or cancelled.
+- ``comment``, ``attach``, ``complete`` (with the next step, or saying the thread is
+  finished): acting, refused once the task is done or cancelled.
 
 Every use is logged (``ExternalLinkUse``), refused ones included, before the action runs, so
 the log survives an action that fails. Call these outside any transaction of your own.
@@ -175,11 +176,17 @@ def attach(
 
 
 def complete(
-    token: str, *, next_step: Mapping[str, Any] | None = None, note: str = "", ip: str = ""
+    token: str,
+    *,
+    next_step: Mapping[str, Any] | None = None,
+    thread_finished: bool = False,
+    note: str = "",
+    ip: str = "",
 ) -> Task:
     """The participant marks their task done. ``next_step`` (``NEXT_STEP_FIELDS``: what, by
-    when) becomes the next task of the thread, for whoever gave them this one; a task whose
-    type requires a next step must have one."""
+    when) becomes the next task of the thread, for whoever gave them this one, or
+    ``thread_finished`` says the work is over; a task whose type requires it must have one of
+    the two."""
     access = _use(token, "complete", ip, acting=True)
     with transaction.atomic():
         task = _locked_open(access)
@@ -197,7 +204,7 @@ def complete(
             actor=system_user(),
             by=task.external_name or email,
             next_step=step,
-            thread_finished=False,
+            thread_finished=bool(thread_finished),
             note=note,
             external_email=email,
         )

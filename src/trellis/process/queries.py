@@ -45,6 +45,11 @@ VIEWS = {
     "handed_on": "open tasks you gave to someone else",
     "all": "every task you may see",
 }
+# state name -> what it keeps of a view
+STATES = {
+    "open": "tasks not done or cancelled",
+    "overdue": "open tasks whose due time has passed",
+}
 # How many tasks each part of "my work" shows.
 MY_WORK_ROWS = 50
 
@@ -118,19 +123,26 @@ def task_queryset(
     *,
     view: str = "all",
     status: str | None = None,
+    state: str | None = None,
     thread_id: int | None = None,
     record_type: str | None = None,
     record_id: int | None = None,
+    assignee_id: int | None = None,
+    queue_id: int | None = None,
 ) -> QuerySet[Task]:
     """The tasks of a view (``VIEWS``) the user may see, filtered, in the view's order.
 
-    The views of open work list the soonest due first; the others the newest first.
+    ``state`` keeps the open or the overdue ones (``STATES``); ``assignee_id`` those a user
+    holds, ``queue_id`` those waiting in a team's queue. The views of open work, and lists
+    filtered by state, list the soonest due first; the others the newest first.
     """
     errors = {}
     if view not in VIEWS:
         errors["view"] = [_("Unknown view.")]
     if status and status not in Status.values:
         errors["status"] = [_("Unknown status.")]
+    if state and state not in STATES:
+        errors["state"] = [_("Unknown state.")]
     if record_id is not None and not record_type:
         errors["record_type"] = [_("Say what kind of record it is.")]
     if errors:
@@ -147,6 +159,14 @@ def task_queryset(
         tasks = tasks.filter(working, assigned_by_id=user.pk).exclude(owner_id=user.pk)
     if status:
         tasks = tasks.filter(status=status)
+    if state == "open":
+        tasks = tasks.filter(working)
+    elif state == "overdue":
+        tasks = tasks.filter(working, due_at__lt=clock.now())
+    if assignee_id is not None:
+        tasks = tasks.filter(assignee_kind=Assignee.USER, owner_id=assignee_id)
+    if queue_id is not None:
+        tasks = tasks.filter(assignee_kind=Assignee.TEAM, team_id=queue_id)
     if thread_id is not None:
         tasks = tasks.filter(thread_id=thread_id)
     if record_type:
@@ -154,7 +174,7 @@ def task_queryset(
         tasks = tasks.filter(thread__content_type=ContentType.objects.get_for_model(model))
         if record_id is not None:
             tasks = tasks.filter(thread__object_id=record_id)
-    if view in ("mine", "overdue", "queue"):
+    if view in ("mine", "overdue", "queue") or state:
         return _due_first(tasks)
     return tasks.order_by("-id")
 
@@ -203,9 +223,13 @@ def _model(record_type: str) -> type[models.Model]:
 
 
 def record(user: User, record_type: str, record_id: Any) -> models.Model:
-    """The record, if the user may see it; else ``NotFound``."""
+    """The record, if the user may see it, with its owner (the accountable one of
+    ``responsibility``) joined; else ``NotFound``."""
     model = _model(record_type)
-    found = visible(user, model).filter(pk=_pk(record_id, _("No such record."))).first()
+    records = visible(user, model)
+    if any(f.name == "owner" and f.many_to_one for f in model._meta.get_fields()):
+        records = records.select_related("owner")
+    found = records.filter(pk=_pk(record_id, _("No such record."))).first()
     if found is None:
         raise NotFound(_("No such record."))
     return found
@@ -226,6 +250,25 @@ def threads_for_record(user: User, record_type: str, record_id: Any) -> list[Thr
     for item in tasks:
         views.setdefault(item.thread_id, ThreadView(item.thread)).tasks.append(item)
     return list(views.values())
+
+
+def thread_records(user: User, threads: Iterable[Thread]) -> dict[int, models.Model]:
+    """The records ``threads`` are about, by thread id, those the user may see: one query per
+    kind of record, however many threads."""
+    wanted: dict[int, dict[int, list[int]]] = {}
+    for item in threads:
+        if item.content_type_id is not None:
+            by_record = wanted.setdefault(item.content_type_id, {})
+            by_record.setdefault(item.object_id, []).append(item.pk)
+    found: dict[int, models.Model] = {}
+    for content_type_id, by_record in wanted.items():
+        model = ContentType.objects.get_for_id(content_type_id).model_class()
+        if model is None or model._meta.app_label == Task._meta.app_label:
+            continue
+        for item in visible(user, model).filter(pk__in=list(by_record)):
+            for thread_id in by_record[item.pk]:
+                found[thread_id] = item
+    return found
 
 
 def _with_attachments(events: QuerySet[TaskEvent]) -> QuerySet[TaskEvent]:

@@ -5,8 +5,8 @@ everything again and owns the write; errors a service reports come back onto the
 ``add_service_errors``.
 """
 
-from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable
+from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -15,6 +15,7 @@ from django.utils.formats import date_format
 from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
 
+from trellis.core.forms import ServiceForm
 from trellis.core.models import Team, User
 from trellis.core.visibility import users_who_may, visible
 from trellis.crm.forms import RecordPicker
@@ -26,32 +27,6 @@ from .services import TRANSITIONS
 
 # The kinds an agent picks when classifying; "not classified" is where cases start.
 CLASSES = [(value, label) for value, label in Case.Kind.choices if value != Case.Kind.UNCLASSIFIED]
-
-
-class ServiceForm(forms.Form):
-    """A form whose values go to one service call."""
-
-    # A service's error key -> the form field it is about, where the names differ.
-    error_fields: ClassVar[Mapping[str, str]] = {}
-    # Keeps element ids unique on the case page, where several forms have a "body".
-    id_prefix: ClassVar[str] = "id"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("auto_id", f"{self.id_prefix}_%s")
-        super().__init__(*args, **kwargs)
-
-    def add_service_errors(self, errors: Mapping[str, Iterable[str]]) -> None:
-        """Put a service's ``ValidationFailed.errors`` on the fields they are about."""
-        for key, messages in errors.items():
-            name = self._field_for_error(key)
-            for message in messages:
-                self.add_error(name, str(message))
-
-    def _field_for_error(self, key: str) -> str | None:
-        for name in (self.error_fields.get(key), key, key.removesuffix("_id")):
-            if name in self.fields and not self.fields[name].widget.is_hidden:
-                return name
-        return None
 
 
 class CaseListFilters(forms.Form):

@@ -28,6 +28,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from trellis.core import errors
+from trellis.core.forms import ServiceForm
 from trellis.core.models import User
 from trellis.core.visibility import can
 from trellis.mail.parsing import safe_filename
@@ -252,7 +253,7 @@ def _act(
     request: HttpRequest,
     pk: int,
     name: str,
-    make_form: Callable[[Case, QueryDict | None], forms.ServiceForm],
+    make_form: Callable[[Case, QueryDict | None], ServiceForm],
     perform: Callable[[User, Case, dict[str, Any]], tuple[str, str]],
 ) -> HttpResponse:
     """Run one action: 422 with the form for bad input, 409 for a stale version or a conflict.
@@ -282,7 +283,7 @@ def _conflict_page(
     request: HttpRequest,
     pk: int,
     name: str,
-    make_form: Callable[[Case, QueryDict | None], forms.ServiceForm],
+    make_form: Callable[[Case, QueryDict | None], ServiceForm],
     notice: str,
 ) -> HttpResponse:
     """The case as it is now, with the agent's entry kept, at the current version."""
