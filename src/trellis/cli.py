@@ -6,7 +6,7 @@ trellis web              the web server alone (gunicorn), for production
 trellis worker           a task worker with the timer sweep, for production
 trellis smtpd            the SMTP intake listener alone (--host, --port; default from
                          TRELLIS_SMTPD_HOST / TRELLIS_SMTPD_PORT), for production
-trellis demo --scale N   generate a demo dataset (and a demo support desk)
+trellis demo --scale N   generate a demo dataset (and a demo support desk and tasks)
 trellis manage ...       any Django management command (migrate, createsuperuser, ...)
 """
 
@@ -103,6 +103,7 @@ def serve(args: argparse.Namespace) -> int:
         print("First start: loading demo data ...", flush=True)
         _manage("demo", "--scale", str(args.demo_scale))
         _manage("demo_support")
+        _manage("demo_tasks")
     from django.conf import settings
 
     host, _sep, port = args.bind.rpartition(":")
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "demo":
         _manage(*argv)
         _manage("demo_support")
+        _manage("demo_tasks")
         return 0
     args = build_parser().parse_args(argv)
     return args.run(args)

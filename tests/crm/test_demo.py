@@ -147,3 +147,22 @@ def test_the_same_seed_gives_the_same_data():
     _demo(scale=30, seed=11, method="bulk", append=True)
     second = list(Opportunity.objects.order_by("id").values_list("name", "amount", "status"))
     assert first == second
+
+
+def test_demo_tasks_show_every_kind_of_work_once(django_capture_on_commit_callbacks):
+    from trellis.process import queries as task_queries
+    from trellis.process.models import Task, Thread
+
+    _demo(scale=50, seed=7)
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("demo_tasks", stdout=StringIO())
+    minji = User.objects.get(username="minji")
+
+    work = task_queries.my_work(minji)
+    assert work.overdue.tasks and work.queue.tasks
+    external = Task.objects.get(assignee_kind=Task.Assignee.EXTERNAL)
+    assert external.handed_from.handed_from.owner == minji  # minji -> manager -> partner
+    assert Thread.objects.filter(status=Thread.Status.FINISHED).count() == 1
+    count = Task.objects.count()
+    call_command("demo_tasks", stdout=StringIO())
+    assert Task.objects.count() == count
