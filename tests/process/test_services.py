@@ -216,7 +216,7 @@ def test_a_thread_is_not_finished_while_other_tasks_of_it_are_open(people):
     with pytest.raises(ValidationFailed) as refused:
         services.complete(ben, first.pk, thread_finished=True)
     assert refused.value.errors == {
-        "thread_finished": ["1 other tasks of this thread are still open."]
+        "thread_finished": ["1 other task of this thread is still open."]
     }
 
 

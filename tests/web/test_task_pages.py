@@ -873,7 +873,7 @@ def test_a_thread_with_open_tasks_is_not_finished(login, people):
     before = stored(task)
     response = login(ana).post(action(task, "complete"), {"outcome": "finished", "version": 1})
     assert response.status_code == 422
-    assert "1 other tasks of this thread are still open." in response.text
+    assert "1 other task of this thread is still open." in response.text
     assert stored(task) == before
 
 

@@ -32,6 +32,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from trellis.core import audit, clock, events, records, registry
 from trellis.core.errors import Conflict, NotFound, PermissionDenied, StaleVersion, ValidationFailed
@@ -901,7 +902,12 @@ def complete_locked(
         count = others.count()
         if count:
             errors["thread_finished"] = [
-                _("%(n)d other tasks of this thread are still open.") % {"n": count}
+                ngettext(
+                    "%(n)d other task of this thread is still open.",
+                    "%(n)d other tasks of this thread are still open.",
+                    count,
+                )
+                % {"n": count}
             ]
     if errors:
         raise ValidationFailed(errors)

@@ -255,7 +255,7 @@ def event_summary(event: TaskEvent) -> SafeString | str:
             return _("Overdue reminder to %(to)s.") % {"to": to}
         return _("Due-soon reminder to %(to)s.") % {"to": to}
     if kind == Kind.LINK_ISSUED:
-        return _("A link went to %(email)s; it works until %(until)s") % {
+        return _("A link went to %(email)s; it works until %(until)s.") % {
             "email": data.get("email", ""),
             "until": _when(data.get("expires_at")),
         }
