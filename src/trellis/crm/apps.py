@@ -64,6 +64,7 @@ class CrmConfig(AppConfig):
 
     def ready(self) -> None:
         from trellis.core import registry
+        from trellis.process.pipelines import subjects
 
         from . import models
 
@@ -86,3 +87,16 @@ class CrmConfig(AppConfig):
                     detail_url_name=f"crm:{key}-detail",
                 )
             )
+        subjects.register(
+            subjects.Subject(
+                object_type="opportunity",
+                amount_field="amount",
+                currency_field="currency",
+                close_date_field="expected_close_date",
+                probability_field="probability",
+                probability_manual_field="probability_manual",
+                status_field="status",
+            )
+        )
+        subjects.register(subjects.Subject(object_type="lead"))
+        subjects.register(subjects.Subject(object_type="account"))

@@ -12,6 +12,30 @@ from trellis.core.models import OwnedRecord
 from trellis.core.money import Currency
 
 
+class InPipeline(models.Model):
+    """A record that runs in a pipeline: its stage and when it entered it.
+
+    Only the pipeline services write these (``process.pipelines.services``), with a stage-change
+    row for every move.
+    """
+
+    stage = models.ForeignKey(
+        "process.Stage",
+        verbose_name=_("stage"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+    )
+    stage_entered_at = models.DateTimeField(
+        _("in stage since"), null=True, blank=True, editable=False
+    )
+
+    class Meta:
+        abstract = True
+
+
 class Searchable(models.Model):
     # Lower-cased name, e-mail and phone digits; one trigram index on PostgreSQL answers partial
     # matches in any script (see core.validators.search_key).
@@ -21,7 +45,7 @@ class Searchable(models.Model):
         abstract = True
 
 
-class Account(OwnedRecord, Searchable):
+class Account(OwnedRecord, Searchable, InPipeline):
     name = models.CharField(_("name"), max_length=200)
     business_registration_number = models.CharField(
         _("business registration number"),
@@ -43,6 +67,7 @@ class Account(OwnedRecord, Searchable):
         indexes = [
             models.Index(fields=["owner", "-id"], name="account_owner"),
             models.Index(fields=["team", "-id"], name="account_team"),
+            models.Index(fields=["stage", "-id"], name="account_stage"),
             models.Index(fields=["name"], name="account_name"),
         ]
 
@@ -75,7 +100,7 @@ class Contact(OwnedRecord, Searchable):
         return self.name
 
 
-class Lead(OwnedRecord, Searchable):
+class Lead(OwnedRecord, Searchable, InPipeline):
     class Source(models.TextChoices):
         WEB = "web", _("web site")
         REFERRAL = "referral", _("referral")
@@ -106,6 +131,7 @@ class Lead(OwnedRecord, Searchable):
         indexes = [
             models.Index(fields=["owner", "-id"], name="lead_owner"),
             models.Index(fields=["team", "-id"], name="lead_team"),
+            models.Index(fields=["stage", "-id"], name="lead_stage"),
             models.Index(fields=["status", "-id"], name="lead_status"),
         ]
 
@@ -113,7 +139,7 @@ class Lead(OwnedRecord, Searchable):
         return self.name
 
 
-class Opportunity(OwnedRecord, Searchable):
+class Opportunity(OwnedRecord, Searchable, InPipeline):
     class Status(models.TextChoices):
         OPEN = "open", _("open")
         WON = "won", _("won")
@@ -149,6 +175,9 @@ class Opportunity(OwnedRecord, Searchable):
         validators=[MaxValueValidator(100)],
         help_text=_("Percent, 0 to 100."),
     )
+    # Set once the owner gives a probability by hand; a stage move then keeps it.
+    probability_manual = models.BooleanField(default=False, editable=False)
+    # Follows the kind of the stage (open, won, lost) while the deal is in a pipeline.
     status = models.CharField(_("status"), max_length=10, choices=Status, default=Status.OPEN)
     description = models.TextField(_("description"), blank=True, max_length=5000)
 
@@ -158,6 +187,7 @@ class Opportunity(OwnedRecord, Searchable):
         indexes = [
             models.Index(fields=["owner", "-id"], name="opportunity_owner"),
             models.Index(fields=["team", "-id"], name="opportunity_team"),
+            models.Index(fields=["stage", "-id"], name="opportunity_stage"),
             models.Index(fields=["status", "-id"], name="opportunity_status"),
             models.Index(fields=["account", "-id"], name="opportunity_account"),
             models.Index(fields=["expected_close_date"], name="opportunity_close"),

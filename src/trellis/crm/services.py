@@ -20,6 +20,7 @@ from trellis.core.validators import (
     search_key,
 )
 from trellis.core.visibility import can, visible
+from trellis.process.pipelines import services as pipelines
 
 from .models import Account, Activity, Contact, Lead, Opportunity, Order, OrderLine, Product
 
@@ -167,7 +168,13 @@ def create(
     (e.g. the owner of a contact made from an e-mail), which are not checked as input."""
     if object_type in ("order", "activity"):
         raise ValueError(f"use create_{object_type}()")
-    return records.create(actor, SPECS[object_type], data, preset)
+    with transaction.atomic():
+        record = records.create(actor, SPECS[object_type], data, preset)
+        if object_type == "opportunity" and "probability" in data:
+            Opportunity.objects.filter(pk=record.pk).update(probability_manual=True)
+            record.probability_manual = True
+        pipelines.enter_pipeline(actor, record)
+    return record
 
 
 def update(
@@ -175,7 +182,24 @@ def update(
 ) -> Any:
     if object_type == "order" and "lines" in data:
         raise ValueError("use set_order_lines()")
-    return records.update(actor, SPECS[object_type], pk, data, version)
+    if object_type != "opportunity":
+        return records.update(actor, SPECS[object_type], pk, data, version)
+    data = dict(data)
+    # A deal in a pipeline is won or lost by entering a won or lost stage.
+    status = data.pop("status", None)
+    with transaction.atomic():
+        deal = records.update(actor, OPPORTUNITY, pk, data, version)
+        if "probability" in data and not deal.probability_manual:
+            Opportunity.objects.filter(pk=pk).update(probability_manual=True)
+            deal.probability_manual = True
+        if status is not None and status != deal.status:
+            if deal.stage_id is None:
+                deal = records.update(actor, OPPORTUNITY, pk, {"status": status}, deal.version)
+            else:
+                deal = pipelines.move_to_kind(
+                    actor, "opportunity", pk, status, version=deal.version
+                ).record
+    return deal
 
 
 def delete(actor: User, object_type: str, pk: int, version: int | None = None) -> None:

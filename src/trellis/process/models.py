@@ -19,6 +19,15 @@ from trellis.core import clock
 from trellis.core.models import Team, User
 from trellis.mail.models import InboundMessage, OutboundMessage
 
+# Pipelines live in their own package; importing them here registers them with the app.
+from .pipelines.models import (  # noqa: F401
+    BlackoutWindow,
+    Pipeline,
+    PipelineSnapshot,
+    Stage,
+    StageChange,
+)
+
 
 class TaskType(models.Model):
     """A kind of task the admin defines, named in both languages."""

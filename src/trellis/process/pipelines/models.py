@@ -1,0 +1,229 @@
+"""Pipelines, their stages, and the history of moves between stages."""
+
+from django.contrib.contenttypes.models import ContentType
+from django.core.validators import MaxValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import translation
+from django.utils.translation import gettext_lazy as _
+
+from trellis.core import clock
+from trellis.core.models import User
+
+
+def _in_language(english: str, korean: str) -> str:
+    """The Korean name when the active language is Korean and one is given, else the English."""
+    if korean and (translation.get_language() or "").startswith("ko"):
+        return korean
+    return english
+
+
+class Pipeline(models.Model):
+    """An ordered set of stages for one object type; a type may have several."""
+
+    object_type = models.CharField(_("object type"), max_length=40)
+    code = models.SlugField(_("code"), max_length=40, unique=True)
+    name = models.CharField(_("name (English)"), max_length=100)
+    name_ko = models.CharField(_("name (Korean)"), max_length=100, blank=True)
+    # The pipeline a new record of the type enters when none is named.
+    is_default = models.BooleanField(_("default for its object type"), default=False)
+    is_active = models.BooleanField(_("active"), default=True)
+    version = models.PositiveIntegerField(_("version"), default=1, editable=False)
+    created_at = models.DateTimeField(_("created"), default=clock.now, editable=False)
+    updated_at = models.DateTimeField(_("updated"), default=clock.now, editable=False)
+
+    class Meta:
+        verbose_name = _("pipeline")
+        verbose_name_plural = _("pipelines")
+        ordering = ["object_type", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["object_type"],
+                condition=Q(is_default=True),
+                name="pipeline_one_default_per_type",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        return _in_language(self.name, self.name_ko)
+
+
+class Stage(models.Model):
+    class Kind(models.TextChoices):
+        OPEN = "open", _("open")
+        WON = "won", _("won")
+        LOST = "lost", _("lost")
+
+    class Gate(models.TextChoices):
+        FREE = "free", _("free")
+        WARN = "warn", _("warn")
+        REQUIRE = "require", _("require")
+
+    pipeline = models.ForeignKey(
+        Pipeline, verbose_name=_("pipeline"), on_delete=models.CASCADE, related_name="stages"
+    )
+    code = models.SlugField(_("code"), max_length=40)
+    name = models.CharField(_("name (English)"), max_length=100)
+    name_ko = models.CharField(_("name (Korean)"), max_length=100, blank=True)
+    order = models.PositiveSmallIntegerField(_("order"))
+    kind = models.CharField(_("kind"), max_length=4, choices=Kind, default=Kind.OPEN)
+    probability = models.PositiveSmallIntegerField(
+        _("default probability"), default=0, validators=[MaxValueValidator(100)]
+    )
+    # How long a record is expected to stay at most; empty for no limit.
+    max_dwell_days = models.PositiveSmallIntegerField(
+        _("expected maximum dwell time (days)"), null=True, blank=True
+    )
+    dwell_in_business_days = models.BooleanField(_("count business days"), default=False)
+    # What people are expected to do in the stage, as a checklist: [{"en": ..., "ko": ...}].
+    expected_activities = models.JSONField(_("expected activities"), default=list, blank=True)
+    gate = models.CharField(_("gate"), max_length=8, choices=Gate, default=Gate.FREE)
+    # A CEL condition over the record's fields, for the warn and require gates.
+    gate_condition = models.TextField(_("gate condition"), blank=True, max_length=2000)
+    gate_message = models.CharField(_("gate message (English)"), max_length=300, blank=True)
+    gate_message_ko = models.CharField(_("gate message (Korean)"), max_length=300, blank=True)
+    # A stage that has been used is never deleted, only retired, so history keeps its name.
+    is_active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        verbose_name = _("stage")
+        verbose_name_plural = _("stages")
+        ordering = ["pipeline", "order"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "code"], name="stage_code_per_pipeline")
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        return _in_language(self.name, self.name_ko)
+
+    @property
+    def message(self) -> str:
+        return _in_language(self.gate_message, self.gate_message_ko)
+
+    def activities(self) -> list[str]:
+        """The expected activities in the active language."""
+        return [_in_language(item["en"], item.get("ko", "")) for item in self.expected_activities]
+
+
+class StageChange(models.Model):
+    """One move of one record: from, to, when, who, and the deal as it stood at that moment.
+
+    ``from_entered_at`` is when the record entered ``from_stage``, so the time spent there is
+    ``at - from_entered_at`` on this one row: time-in-stage reports are plain aggregates.
+    """
+
+    class Direction(models.TextChoices):
+        ENTERED = "entered", _("entered the pipeline")
+        FORWARD = "forward", _("forward")
+        BACKWARD = "backward", _("backward")
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.PROTECT, related_name="+")
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, related_name="+")
+    object_id = models.BigIntegerField()
+    from_stage = models.ForeignKey(
+        Stage, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    to_stage = models.ForeignKey(Stage, on_delete=models.PROTECT, related_name="+")
+    direction = models.CharField(max_length=8, choices=Direction)
+    at = models.DateTimeField(default=clock.now)
+    from_entered_at = models.DateTimeField(null=True, blank=True)
+    actor = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    owner = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    amount = models.DecimalField(max_digits=18, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    expected_close_date = models.DateField(null=True, blank=True)
+    probability = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["content_type", "object_id", "at"], name="stage_change_record"),
+            models.Index(fields=["pipeline", "at"], name="stage_change_pipeline_at"),
+            models.Index(fields=["to_stage", "at"], name="stage_change_to_at"),
+            models.Index(fields=["from_stage", "at"], name="stage_change_from_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.content_type_id}:{self.object_id} {self.from_stage_id}->{self.to_stage_id}"
+
+
+class BlackoutWindow(models.Model):
+    """A stretch of the calendar when a pipeline's work is known to stall, e.g. "no travel
+    approvals after week 11 of the quarter". Either fixed dates, or the same weeks of every
+    quarter; reports name a window as the cause of a bottleneck that falls in it."""
+
+    pipeline = models.ForeignKey(
+        Pipeline, verbose_name=_("pipeline"), on_delete=models.CASCADE, related_name="blackouts"
+    )
+    # The stage it holds up; empty for the whole pipeline.
+    stage = models.ForeignKey(
+        Stage,
+        verbose_name=_("stage"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
+    name = models.CharField(_("name (English)"), max_length=200)
+    name_ko = models.CharField(_("name (Korean)"), max_length=200, blank=True)
+    starts_on = models.DateField(_("from"), null=True, blank=True)
+    ends_on = models.DateField(_("to"), null=True, blank=True)
+    # Weeks 1 to 14 of every quarter, counted from the quarter's first day.
+    quarter_week_from = models.PositiveSmallIntegerField(
+        _("from week of the quarter"), null=True, blank=True
+    )
+    quarter_week_to = models.PositiveSmallIntegerField(
+        _("to week of the quarter"), null=True, blank=True
+    )
+
+    class Meta:
+        verbose_name = _("blackout window")
+        verbose_name_plural = _("blackout windows")
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(starts_on__isnull=False, ends_on__isnull=False)
+                    & Q(quarter_week_from__isnull=True, quarter_week_to__isnull=True)
+                )
+                | (
+                    Q(starts_on__isnull=True, ends_on__isnull=True)
+                    & Q(quarter_week_from__isnull=False, quarter_week_to__isnull=False)
+                ),
+                name="blackout_dates_or_quarter_weeks",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return _in_language(self.name, self.name_ko)
+
+
+class PipelineSnapshot(models.Model):
+    """A pipeline's open value as it stood at the end of a day, per stage, owner and currency,
+    so that trends can be drawn. Written once a day by the snapshot job; never changed."""
+
+    day = models.DateField()
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="+")
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="+")
+    owner = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    currency = models.CharField(max_length=3, blank=True)
+    records = models.PositiveIntegerField(default=0)
+    amount = models.DecimalField(max_digits=20, decimal_places=2, default=0)
+    weighted_amount = models.DecimalField(max_digits=20, decimal_places=2, default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["pipeline", "day"], name="pipeline_snapshot_day")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "stage", "owner", "currency"], name="pipeline_snapshot_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.stage_id} {self.owner_id}: {self.records}"
