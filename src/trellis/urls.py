@@ -9,6 +9,7 @@ urlpatterns = [
     path("cases/", include("trellis.support.urls")),
     path("help/", include("trellis.support.portal_urls")),
     path("", include("trellis.process.urls")),
+    path("pipelines/", include("trellis.process.pipelines.urls")),
     path("mail/", include("trellis.mail.urls")),
     path("api/", api.urls),
     path("admin/", admin.site.urls),

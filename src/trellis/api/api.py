@@ -13,6 +13,7 @@ from trellis.core import api as core_api
 from trellis.crm import api as crm_api
 from trellis.mail import api as mail_api
 from trellis.process import api as process_api
+from trellis.process.pipelines import api as pipelines_api
 from trellis.support import api as support_api
 
 from . import errors
@@ -70,3 +71,4 @@ api.add_router("/v1/", crm_api.router)
 api.add_router("/v1/", mail_api.router)
 api.add_router("/v1/", support_api.router)
 api.add_router("/v1/", process_api.router)
+api.add_router("/v1/", pipelines_api.router)

@@ -1,0 +1,5 @@
+"""The JSON API of pipelines: definitions."""
+
+from ninja import Router
+
+router = Router(tags=["Pipelines"])

@@ -1,0 +1,3 @@
+"""Pages of pipelines: alerts."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Pages of pipelines: board."""
+
+urlpatterns: list = []

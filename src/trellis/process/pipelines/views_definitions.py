@@ -1,0 +1,3 @@
+"""Pages of pipelines: definitions."""
+
+urlpatterns: list = []
