@@ -3,9 +3,11 @@
 import re
 from decimal import ROUND_HALF_UP, Decimal
 from io import StringIO
+from itertools import pairwise
 
 import pytest
 from django.contrib.auth import authenticate
+from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 
 from trellis.core.models import Role, User
@@ -28,6 +30,7 @@ from trellis.crm.models import (
     OrderLine,
     Product,
 )
+from trellis.process.pipelines.models import StageChange
 
 pytestmark = pytest.mark.django_db
 
@@ -101,6 +104,29 @@ def test_deals_are_consistent(demo):
         step = Decimal(1).scaleb(-MINOR_UNITS[order.currency])
         assert order.total == exact.quantize(step, rounding=ROUND_HALF_UP)
     assert not Activity.objects.filter(is_voc=True).exclude(kind="note").exists()
+
+
+def test_every_deal_and_lead_has_a_stage_history_that_ends_where_it_stands(demo):
+    for model in (Opportunity, Lead):
+        content_type = ContentType.objects.get_for_model(model)
+        history: dict[int, list[StageChange]] = {}
+        for change in StageChange.objects.filter(content_type=content_type).order_by("at", "id"):
+            history.setdefault(change.object_id, []).append(change)
+        for record in model.objects.select_related("stage"):
+            changes = history[record.pk]
+            assert changes[0].direction == "entered"
+            assert changes[-1].to_stage == record.stage
+            assert changes[-1].at == record.stage_entered_at
+            for before, after in pairwise(changes):
+                assert after.from_stage_id == before.to_stage_id
+                assert after.from_entered_at == before.at <= after.at
+                forward = after.to_stage.order > before.to_stage.order
+                assert after.direction == ("forward" if forward else "backward")
+            if model is Opportunity:
+                assert record.stage.kind == record.status
+                assert record.probability == record.stage.probability
+    # Some deals went back a stage, as deals do.
+    assert StageChange.objects.filter(direction="backward").exists()
 
 
 def test_global_search_finds_a_demo_account_by_part_of_its_korean_name(demo):

@@ -41,8 +41,10 @@ from trellis.crm.models import (
     OrderLine,
     Product,
 )
+from trellis.process.pipelines.models import StageChange
 
 from .. import demo_data as D
+from ..demo_stages import StageHistories
 
 PASSWORD = "trellis-demo"
 SERVICES_UP_TO = 2_000
@@ -76,6 +78,9 @@ SEARCH_FIELDS = {
     Opportunity: ("name",),
 }
 
+# Row values the services do not take from callers; the generator sets them afterwards.
+_SET_AFTERWARDS = ("created_at", "updated_at", "stage_id", "stage_entered_at", "probability")
+
 SERVICE_TYPES = {
     Account: "account",
     Contact: "contact",
@@ -103,6 +108,12 @@ class Command(BaseCommand):
             help="add records even when the database already holds opportunities",
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        parser.add_argument(
+            "--moves-per-deal",
+            type=float,
+            default=0,
+            help="stage changes per deal to aim at on average (default: a natural walk, ~4)",
+        )
         parser.add_argument(
             "--no-copy",
             action="store_true",
@@ -133,6 +144,7 @@ class Command(BaseCommand):
                 batch_size=max(100, batch_size),
                 progress=not options["no_progress"] and options["verbosity"] > 0,
                 copy=not options["no_copy"],
+                moves_per_deal=options["moves_per_deal"],
             )
             generator.run(scale)
             counts = generator.counts
@@ -205,7 +217,9 @@ def _ensure_products(admin: User) -> list[Product]:
 class _Generator:
     """Writes the dataset type by type, one batch at a time."""
 
-    def __init__(self, *, users, products, seed, bulk, batch_size, progress, copy=True):
+    def __init__(
+        self, *, users, products, seed, bulk, batch_size, progress, copy=True, moves_per_deal=0
+    ):
         self.rng = random.Random(seed)
         self.faker = Faker("ko_KR")
         self.faker.seed_instance(seed)
@@ -228,6 +242,7 @@ class _Generator:
         }
         self.now = clock.now()
         self.today = clock.today()
+        self.stages = StageHistories(self.rng, moves_per_deal)
         self.content_types = {
             model: ContentType.objects.get_for_model(model).pk
             for model in (Account, Lead, Opportunity)
@@ -247,7 +262,16 @@ class _Generator:
         self._opportunities(scale)
         if self.bulk and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                for model in (Account, Contact, Lead, Opportunity, Order, OrderLine, Activity):
+                for model in (
+                    Account,
+                    Contact,
+                    Lead,
+                    Opportunity,
+                    Order,
+                    OrderLine,
+                    Activity,
+                    StageChange,
+                ):
                     cursor.execute(f"ANALYZE {model._meta.db_table}")
 
     def _accounts(self, total: int) -> None:
@@ -286,8 +310,10 @@ class _Generator:
         with self._bar("leads", total) as bar:
             for start in range(0, total, self.batch_size):
                 rows = [self._lead_row() for _ in range(min(self.batch_size, total - start))]
+                paths = [self.stages.lead(row) for row in rows]
                 with transaction.atomic():
                     ids = self._write(Lead, rows)
+                    self._stage_changes(Lead, ids, rows, paths)
                     self._activities(Lead, ids, rows, share=0.1)
                 bar.update(len(rows))
 
@@ -295,8 +321,10 @@ class _Generator:
         with self._bar("opportunities", total) as bar:
             for start in range(0, total, self.batch_size):
                 rows = [self._opportunity_row() for _ in range(min(self.batch_size, total - start))]
+                paths = [self.stages.deal(row, self.now) for row in rows]
                 with transaction.atomic():
                     ids = self._write(Opportunity, rows)
+                    self._stage_changes(Opportunity, ids, rows, paths)
                     self._orders(ids, rows)
                     self._activities(Opportunity, ids, rows, share=0.15)
                 bar.update(len(rows))
@@ -533,7 +561,7 @@ class _Generator:
             ids = []
             object_type = SERVICE_TYPES[model]
             for row in rows:
-                data = {k: v for k, v in row.items() if k not in ("created_at", "updated_at")}
+                data = {k: v for k, v in row.items() if k not in _SET_AFTERWARDS}
                 actor = self.by_id[row["owner_id"]]
                 ids.append(services.create(actor, object_type, data).pk)
             if model is Contact:
@@ -557,6 +585,25 @@ class _Generator:
             )
             self.counts["contact links"] += len(ids)
         return ids
+
+    def _stage_changes(self, model, ids: list[int], rows: list[dict[str, Any]], paths) -> None:
+        """Each record's past moves. Records made through the services entered their pipeline
+        today; they are put where their history ends instead."""
+        content_type = self.content_types[model]
+        changes = [
+            change
+            for pk, row, path in zip(ids, rows, paths, strict=True)
+            if path is not None
+            for change in StageHistories.rows(path, content_type, pk, row)
+        ]
+        if not self.bulk:
+            StageChange.objects.filter(content_type_id=content_type, object_id__in=ids).delete()
+            for pk, row in zip(ids, rows, strict=True):
+                model.objects.filter(pk=pk).update(
+                    **{k: row[k] for k in _SET_AFTERWARDS if k in row and k != "updated_at"}
+                )
+        self._insert(StageChange, changes, ids=False)
+        self.counts["stage changes"] += len(changes)
 
     def _insert(self, model, rows: list[dict[str, Any]], ids: bool = True) -> list[int]:
         """Insert rows (dicts of column values; missing ones get the field default).
