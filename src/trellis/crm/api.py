@@ -49,7 +49,7 @@ from trellis.core.paging import paginate
 from trellis.core.visibility import can
 
 from . import queries, services
-from .models import OrderLine
+from .models import InPipeline, OrderLine
 
 router = Router()
 
@@ -220,6 +220,10 @@ class RecordEndpoints:
             ]
         # Read-only amounts too, e.g. an order's total.
         self.columns += [column for column in self.money if column not in self.columns]
+        # Where the record stands in its pipeline; it moves through the pipeline endpoints.
+        self.in_pipeline = issubclass(self.model, InPipeline)
+        if self.in_pipeline:
+            self.columns += ["stage_id", "stage_entered_at"]
         self.labels = {label for label, _columns in (*self.people, *self.names)}
         self.values = [
             *self.columns,
@@ -308,6 +312,18 @@ class RecordEndpoints:
             if f"{f.name}_name" in self.labels:
                 named = str | None if f.null else str
                 output[f"{f.name}_name"] = (named, Field(..., description="How it is named."))
+        if self.in_pipeline:
+            output |= {
+                "stage_id": (
+                    int | None,
+                    Field(
+                        ...,
+                        description="The pipeline stage the record is in. Move it with "
+                        "`POST /api/v1/pipelines/records/{type}/{id}/move`.",
+                    ),
+                ),
+                "stage_entered_at": (dt.datetime | None, Field(..., description="Since when.")),
+            }
         output |= {
             "version": (int, Field(..., description="Send it back when you change the record.")),
             "created_at": (dt.datetime, ...),

@@ -28,6 +28,7 @@ from trellis.core.validators import (
     normalize_phone,
 )
 from trellis.core.visibility import visible
+from trellis.process.pipelines.models import Pipeline, Stage
 
 from . import queries
 from .models import Account, Activity, Contact, Lead, Opportunity, Order, OrderLine, Product
@@ -521,7 +522,37 @@ _BOUND_LABELS = {"gte": _("%(field)s from"), "lte": _("%(field)s to")}
 _YES_NO_ANY = [("", _("All")), ("true", _("Yes")), ("false", _("No"))]
 
 
+class _StageChoice(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Stage) -> str:
+        return f"{obj.pipeline.label} · {obj.label}"
+
+
+def _pipeline_filter(model: type[models.Model], lookup: str) -> forms.Field | None:
+    """The stage and pipeline filters: the active ones of the record's type, in order."""
+    object_type = registry.for_model(model).key
+    if lookup == "stage_id":
+        return _StageChoice(
+            queryset=Stage.objects.filter(pipeline__object_type=object_type, is_active=True)
+            .select_related("pipeline")
+            .order_by("pipeline__name", "order"),
+            required=False,
+            empty_label=_("All"),
+            label=capfirst(_("stage")),
+        )
+    if lookup == "stage__pipeline_id":
+        return forms.ModelChoiceField(
+            queryset=Pipeline.objects.filter(object_type=object_type, is_active=True),
+            required=False,
+            empty_label=_("All"),
+            label=capfirst(_("pipeline")),
+        )
+    return None
+
+
 def _filter_field(user: User, model: type[models.Model], lookup: str) -> forms.Field:
+    stage_filter = _pipeline_filter(model, lookup)
+    if stage_filter is not None:
+        return stage_filter
     name, _sep, bound = lookup.partition("__")
     model_field = model._meta.get_field(name.removesuffix("_id"))
     label = str(model_field.verbose_name)

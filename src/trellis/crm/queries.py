@@ -31,11 +31,12 @@ class ListSpec:
 
 
 _COMMON_FILTERS = {"owner": "owner_id", "team": "team_id"}
+_STAGE_FILTERS = {"stage": "stage_id", "pipeline": "stage__pipeline_id"}
 
 LISTS: dict[str, ListSpec] = {
     "account": ListSpec(
         ("owner", "team"),
-        {**_COMMON_FILTERS, "industry": "industry", "country": "country"},
+        {**_COMMON_FILTERS, **_STAGE_FILTERS, "industry": "industry", "country": "country"},
         ("name", "created_at", "updated_at"),
     ),
     "contact": ListSpec(
@@ -44,14 +45,15 @@ LISTS: dict[str, ListSpec] = {
         ("name", "created_at", "updated_at"),
     ),
     "lead": ListSpec(
-        ("owner", "team"),
-        {**_COMMON_FILTERS, "status": "status", "source": "source"},
+        ("owner", "team", "stage"),
+        {**_COMMON_FILTERS, **_STAGE_FILTERS, "status": "status", "source": "source"},
         ("name", "created_at", "updated_at"),
     ),
     "opportunity": ListSpec(
-        ("owner", "team", "account"),
+        ("owner", "team", "account", "stage"),
         {
             **_COMMON_FILTERS,
+            **_STAGE_FILTERS,
             "status": "status",
             "account": "account_id",
             "currency": "currency",

@@ -160,14 +160,14 @@ PAGES = {
             key="lead",
             slug="leads",
             form=forms.LeadForm,
-            columns=("company", "status", "source", "email", "phone", "owner"),
+            columns=("company", "stage", "status", "source", "email", "owner"),
             fields=("company", "status", "source", "email", "phone", "owner", "team", "notes"),
         ),
         RecordPages(
             key="opportunity",
             slug="opportunities",
             form=forms.OpportunityForm,
-            columns=("account", "amount", "status", "probability", "expected_close_date", "owner"),
+            columns=("account", "amount", "stage", "probability", "expected_close_date", "owner"),
             fields=(
                 "account",
                 "contact",
