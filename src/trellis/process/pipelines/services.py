@@ -5,6 +5,7 @@ of the stage entered, writes the record's stage fields, one ``StageChange`` row 
 entry in one transaction, and publishes ``<type>.stage_changed`` after the commit.
 """
 
+import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from trellis.core.visibility import can, is_admin, visible
 
 from .. import cel
 from . import subjects
-from .models import Pipeline, Stage, StageChange
+from .models import BlackoutWindow, Pipeline, Stage, StageChange
 
 _CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _STAGE_FIELDS = {
@@ -244,7 +245,7 @@ def _enter(
         expected_close_date=_field(record, subject.close_date_field),
         probability=_field(record, subject.probability_field),
     )
-    if current is not None:
+    if current is not None or bump_version:  # entering later (e.g. onboarding) shows too
         audit.record(actor, record, AuditEvent.Action.UPDATED, changes, str(record))
     events.emit(
         f"{subject.object_type}.stage_changed",
@@ -542,3 +543,289 @@ def _write_stages(pipeline: Pipeline, stages: list[Stage]) -> None:
         stage.pipeline = pipeline
         stage.full_clean(exclude=["pipeline"], validate_unique=False, validate_constraints=False)
         stage.save()
+
+
+# Blackout windows.
+
+# A quarter has 90 to 92 days: its 14th week holds its 92nd day, or nothing.
+QUARTER_WEEKS = 14
+_BLACKOUT_FIELDS = {
+    "name",
+    "name_ko",
+    "stage_id",
+    "starts_on",
+    "ends_on",
+    "quarter_week_from",
+    "quarter_week_to",
+}
+
+
+def save_blackout(
+    actor: User, pipeline_id: int, data: Mapping[str, Any], *, pk: int | None = None
+) -> BlackoutWindow:
+    """Create a blackout window of a pipeline, or change one (``pk``); a field left out of
+    ``data`` keeps its value. A window is either fixed dates (``starts_on`` to ``ends_on``,
+    both included) or weeks of every quarter (``quarter_week_from`` to ``quarter_week_to``,
+    1 to 14), for the whole pipeline or for one of its stages (``stage_id``)."""
+    if not is_admin(actor):
+        raise PermissionDenied(_("Only administrators define pipelines."))
+    with transaction.atomic():
+        pipeline = Pipeline.objects.filter(pk=pipeline_id).first()
+        if pipeline is None:
+            raise NotFound(_("No such pipeline."))
+        window = None
+        if pk is not None:
+            window = (
+                BlackoutWindow.objects.select_for_update().filter(pk=pk, pipeline=pipeline).first()
+            )
+            if window is None:
+                raise NotFound(_("No such blackout window."))
+        before = _blackout_definition(window) if window else None
+        errors: dict[str, list[str]] = {}
+        values = _checked_blackout(data, pipeline, window, errors)
+        if errors:
+            raise ValidationFailed(errors)
+        if window is None:
+            window = BlackoutWindow(pipeline=pipeline)
+        for name, value in values.items():
+            setattr(window, name, value)
+        window.save()
+        audit.record(
+            actor,
+            window,
+            AuditEvent.Action.CREATED if before is None else AuditEvent.Action.UPDATED,
+            audit.diff(before or {}, _blackout_definition(window)),
+            f"{pipeline.name}: {window.name}",
+        )
+    return window
+
+
+def delete_blackout(actor: User, pipeline_id: int, pk: int) -> None:
+    """Remove a blackout window; reports stop naming it."""
+    if not is_admin(actor):
+        raise PermissionDenied(_("Only administrators define pipelines."))
+    with transaction.atomic():
+        window = (
+            BlackoutWindow.objects.select_for_update()
+            .select_related("pipeline")
+            .filter(pk=pk, pipeline_id=pipeline_id)
+            .first()
+        )
+        if window is None:
+            raise NotFound(_("No such blackout window."))
+        audit.record(
+            actor,
+            window,
+            AuditEvent.Action.DELETED,
+            {
+                name: [value, None]
+                for name, value in _blackout_definition(window).items()
+                if value not in (None, "")
+            },
+            f"{window.pipeline.name}: {window.name}",
+        )
+        window.delete()
+
+
+def quarter_start(day: dt.date) -> dt.date:
+    return dt.date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
+
+
+def next_quarter_start(day: dt.date) -> dt.date:
+    start = quarter_start(day)
+    return (
+        dt.date(start.year + 1, 1, 1) if start.month == 10 else start.replace(month=start.month + 3)
+    )
+
+
+def week_of_quarter(day: dt.date) -> int:
+    """1 for the first seven days of the day's quarter, 2 for the next seven, and so on."""
+    return (day - quarter_start(day)).days // 7 + 1
+
+
+def blackouts_on(pipeline: Pipeline | int, day: dt.date) -> list[BlackoutWindow]:
+    """The blackout windows of a pipeline that cover ``day``: those of the whole pipeline and
+    those of a single stage (see ``stage_id``)."""
+    week = week_of_quarter(day)
+    return list(
+        BlackoutWindow.objects.filter(pipeline=pipeline)
+        .filter(
+            models.Q(starts_on__lte=day, ends_on__gte=day)
+            | models.Q(quarter_week_from__lte=week, quarter_week_to__gte=week)
+        )
+        .order_by("pk")
+    )
+
+
+def blackout_spans(
+    window: BlackoutWindow, start: dt.date, end: dt.date
+) -> list[tuple[dt.date, dt.date]]:
+    """The stretches of days (first, last, both included) the window covers within the
+    period ``[start, end)``: one for fixed dates, one per quarter for weeks of the quarter."""
+    spans: list[tuple[dt.date, dt.date]] = []
+    last = end - dt.timedelta(days=1)
+    if start > last:
+        return spans
+    if window.starts_on is not None and window.ends_on is not None:
+        candidates = [(window.starts_on, window.ends_on)]
+    else:
+        candidates = []
+        quarter = quarter_start(start)
+        while quarter <= last:
+            following = next_quarter_start(quarter)
+            first = quarter + dt.timedelta(weeks=window.quarter_week_from - 1)
+            final = quarter + dt.timedelta(weeks=window.quarter_week_to) - dt.timedelta(days=1)
+            final = min(final, following - dt.timedelta(days=1))
+            if first <= final:
+                candidates.append((first, final))
+            quarter = following
+    for first, final in candidates:
+        first, final = max(first, start), min(final, last)
+        if first <= final:
+            spans.append((first, final))
+    return spans
+
+
+def blackouts_during(
+    pipeline: Pipeline | int, start: dt.date, end: dt.date
+) -> list[tuple[BlackoutWindow, list[tuple[dt.date, dt.date]]]]:
+    """The blackout windows of a pipeline that overlap the period ``[start, end)``, each with
+    the days it covers there (see ``blackout_spans``)."""
+    found = []
+    for window in BlackoutWindow.objects.filter(pipeline=pipeline).order_by("pk"):
+        spans = blackout_spans(window, start, end)
+        if spans:
+            found.append((window, spans))
+    return found
+
+
+def _blackout_definition(window: BlackoutWindow) -> dict[str, Any]:
+    return {
+        "name": window.name,
+        "name_ko": window.name_ko,
+        "stage": window.stage_id,
+        "starts_on": window.starts_on,
+        "ends_on": window.ends_on,
+        "quarter_week_from": window.quarter_week_from,
+        "quarter_week_to": window.quarter_week_to,
+    }
+
+
+def _checked_blackout(
+    data: Mapping[str, Any],
+    pipeline: Pipeline,
+    window: BlackoutWindow | None,
+    errors: dict[str, list[str]],
+) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        errors["__all__"] = [_("Give the window as an object.")]
+        return {}
+    for key in data:
+        if key not in _BLACKOUT_FIELDS:
+            errors[key] = [_("Unknown field.")]
+
+    def given(name: str) -> Any:
+        return data[name] if name in data else (getattr(window, name) if window else None)
+
+    values: dict[str, Any] = {}
+    for name, limit, required in (("name", 200, True), ("name_ko", 200, False)):
+        value = given(name)
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            errors[name] = [_("Give text.")]
+            continue
+        value = value.strip()
+        if required and not value:
+            errors[name] = [_("Give a name.")]
+        elif len(value) > limit:
+            errors[name] = [_("At most %(n)d characters.") % {"n": limit}]
+        values[name] = value
+
+    stage_id = given("stage_id")
+    values["stage_id"] = None
+    if stage_id not in (None, ""):
+        stage = None
+        if isinstance(stage_id, int) and not isinstance(stage_id, bool) and 0 < stage_id < 2**63:
+            stage = Stage.objects.filter(pk=stage_id, pipeline=pipeline).first()
+        if stage is None:
+            errors["stage_id"] = [_("Choose a stage of this pipeline, or none.")]
+        elif not stage.is_active and (window is None or window.stage_id != stage.pk):
+            errors["stage_id"] = [_("This stage is retired.")]
+        else:
+            values["stage_id"] = stage.pk
+
+    dates = {name: _date(given(name), name, errors) for name in ("starts_on", "ends_on")}
+    weeks = {
+        name: _week(given(name), name, errors) for name in ("quarter_week_from", "quarter_week_to")
+    }
+    has_dates = any(given(name) not in (None, "") for name in dates)
+    has_weeks = any(given(name) not in (None, "") for name in weeks)
+    if has_dates and has_weeks:
+        errors.setdefault("__all__", []).append(
+            _("Give either fixed dates or weeks of the quarter, not both.")
+        )
+    elif not has_dates and not has_weeks:
+        errors.setdefault("__all__", []).append(_("Give fixed dates, or weeks of every quarter."))
+    elif has_dates:
+        _pair(
+            dates,
+            ("starts_on", _("Give the first day too.")),
+            ("ends_on", _("Give the last day too.")),
+            _("The window ends before it starts."),
+            errors,
+        )
+    else:
+        _pair(
+            weeks,
+            ("quarter_week_from", _("Give the first week too.")),
+            ("quarter_week_to", _("Give the last week too.")),
+            _("The last week comes before the first."),
+            errors,
+        )
+    values.update(dates)
+    values.update(weeks)
+    return values
+
+
+def _pair(
+    values: dict[str, Any],
+    first: tuple[str, str],
+    last: tuple[str, str],
+    out_of_order: str,
+    errors: dict[str, list[str]],
+) -> None:
+    """Both ends of a window given, in order; ``first`` and ``last`` are (field, message when
+    missing)."""
+    (low, low_missing), (high, high_missing) = first, last
+    if low in errors or high in errors:
+        return
+    if values[low] is None:
+        errors[low] = [low_missing]
+    elif values[high] is None:
+        errors[high] = [high_missing]
+    elif values[high] < values[low]:
+        errors[high] = [out_of_order]
+
+
+def _date(value: Any, name: str, errors: dict[str, list[str]]) -> dt.date | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    errors[name] = [_("Give a date as YYYY-MM-DD.")]
+    return None
+
+
+def _week(value: Any, name: str, errors: dict[str, list[str]]) -> int | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= QUARTER_WEEKS:
+        return value
+    errors[name] = [_("Give a week of the quarter from 1 to %(n)d.") % {"n": QUARTER_WEEKS}]
+    return None
