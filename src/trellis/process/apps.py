@@ -23,6 +23,10 @@ class ProcessConfig(AppConfig):
         from trellis.mail import inbound, routing
 
         from . import mailreplies, models, reminders  # noqa: F401  (register their sweepers)
+        from .pipelines import (
+            alerts,  # noqa: F401  (subscribes to events, registers sweepers)
+            snapshots,  # noqa: F401  (registers its sweeper)
+        )
 
         registry.register(
             registry.ObjectType(

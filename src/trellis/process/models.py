@@ -21,6 +21,11 @@ from trellis.mail.models import InboundMessage, OutboundMessage
 
 # Pipelines live in their own package; importing them here registers them with the app.
 from .pipelines.models import (  # noqa: F401
+    Alert,
+    AlertDigest,
+    AlertNotice,
+    AlertRule,
+    AlertTimer,
     BlackoutWindow,
     Pipeline,
     PipelineSnapshot,

@@ -227,3 +227,174 @@ class PipelineSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.stage_id} {self.owner_id}: {self.records}"
+
+
+# Watching the process: alert rules, their timers, and the alerts they fire.
+
+
+class AlertRule(models.Model):
+    """One kind of alert a pipeline watches for, with its threshold and who is told.
+
+    ``threshold`` means something different for each kind (see ``THRESHOLDS`` in ``alerts``):
+    days of grace, days without activity, a number of push-outs, stages back, or a percent.
+    """
+
+    class Kind(models.TextChoices):
+        OVER_DWELL = "over_dwell", _("over the stage's dwell limit")
+        PAST_CLOSE = "past_close", _("past the expected close date")
+        CLOSE_PUSHED = "close_pushed", _("expected close date pushed out")
+        STALLED = "stalled", _("stalled (no activity)")
+        NO_NEXT_STEP = "no_next_step", _("no next step planned")
+        MOVED_BACKWARD = "moved_backward", _("moved backward")
+        AMOUNT_DROPPED = "amount_dropped", _("amount decreased")
+        TASK_OVERDUE = "task_overdue", _("activity deadline missed")
+
+    pipeline = models.ForeignKey(
+        Pipeline, verbose_name=_("pipeline"), on_delete=models.CASCADE, related_name="alert_rules"
+    )
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind)
+    threshold = models.PositiveIntegerField(_("threshold"), default=0)
+    is_active = models.BooleanField(_("active"), default=True)
+    notify_owner = models.BooleanField(_("tell the owner"), default=True)
+    notify_manager = models.BooleanField(_("tell the owner's manager"), default=False)
+    email_digest = models.BooleanField(_("in the daily e-mail digest"), default=True)
+    version = models.PositiveIntegerField(_("version"), default=1, editable=False)
+    created_at = models.DateTimeField(_("created"), default=clock.now, editable=False)
+    updated_at = models.DateTimeField(_("updated"), default=clock.now, editable=False)
+    # The pipeline version the rule's timers were last planned for; empty until they are.
+    # When it differs from the pipeline's (its stages changed) or is empty (the rule changed),
+    # the planning sweep walks the pipeline's records from ``plan_cursor`` on.
+    planned_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    # The walk in progress: the pipeline version it plans for, and the last record planned.
+    planning_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    plan_cursor = models.BigIntegerField(default=0, editable=False)
+
+    class Meta:
+        verbose_name = _("alert rule")
+        verbose_name_plural = _("alert rules")
+        ordering = ["pipeline", "kind"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "kind"], name="alert_rule_kind_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline_id}: {self.kind}"
+
+
+class Alert(models.Model):
+    """One occurrence of a rule's cause on one record: fired once, cleared when the cause goes
+    away. The unique ``(rule, record, occurrence)`` is what keeps two sweeps from firing one
+    occurrence twice."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
+    # The rule's pipeline and kind again, so that lists filter on one indexed table.
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=AlertRule.Kind)
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.BigIntegerField()
+    occurrence = models.CharField(max_length=100)
+    # The stage the record was in when the alert fired.
+    stage = models.ForeignKey(
+        Stage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    owner = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    fired_at = models.DateTimeField(default=clock.now)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    # What the alert is about, for its text: e.g. {"days": 12, "limit": 10}.
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("alert")
+        verbose_name_plural = _("alerts")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "content_type", "object_id", "occurrence"],
+                name="alert_once_per_occurrence",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["pipeline", "-fired_at"],
+                condition=Q(cleared_at__isnull=True),
+                name="alert_open_pipeline",
+            ),
+            models.Index(
+                fields=["owner", "-fired_at"],
+                condition=Q(cleared_at__isnull=True),
+                name="alert_open_owner",
+            ),
+            models.Index(fields=["content_type", "object_id", "cleared_at"], name="alert_record"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.content_type_id}:{self.object_id} {self.occurrence}"
+
+
+class AlertTimer(models.Model):
+    """When a time-based rule next has something to check on one record.
+
+    One row per rule, record and ``slot`` ("dwell", "close", "stalled", "next_step", or
+    "task:<id>" for each open task with a due time). ``occurrence`` names what fires at
+    ``due_at``; once it has fired, ``due_at`` is emptied and the row stays, so that the same
+    occurrence is not planned again. ``since`` is the moment the timer counts from, where that
+    is not in the record itself (the last activity; the moment the last open task closed).
+    """
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="timers")
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.BigIntegerField()
+    slot = models.CharField(max_length=40)
+    occurrence = models.CharField(max_length=100)
+    due_at = models.DateTimeField(null=True, blank=True)
+    since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "content_type", "object_id", "slot"], name="alert_timer_slot"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["due_at"], condition=Q(due_at__isnull=False), name="alert_timer_due"
+            ),
+            models.Index(fields=["content_type", "object_id"], name="alert_timer_record"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule_id} {self.content_type_id}:{self.object_id} {self.slot} {self.due_at}"
+
+
+class AlertNotice(models.Model):
+    """Who was told of an alert; ``digest_pending`` until it went out in their e-mail digest."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="notices")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=clock.now)
+    digest_pending = models.BooleanField(default=False)
+    digested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["alert", "user"], name="alert_notice_once")]
+        indexes = [
+            models.Index(
+                fields=["user", "alert"],
+                condition=Q(digest_pending=True),
+                name="alert_notice_digest_due",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.alert_id} -> {self.user_id}"
+
+
+class AlertDigest(models.Model):
+    """The local day a user's last alert digest went out: never two on one day."""
+
+    user = models.OneToOneField(User, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    last_sent_on = models.DateField()
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.last_sent_on}"
