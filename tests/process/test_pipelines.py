@@ -312,5 +312,5 @@ def test_a_stage_with_records_in_it_cannot_be_removed(admin, sales):
             pk=pipeline.pk,
             version=1,
         )
-    assert "1 records are still in the stage Introduced" in raised.value.errors["stages"][0]
+    assert "1 record is still in the stage Introduced" in raised.value.errors["stages"][0]
     assert intro.pk in set(pipeline.stages.filter(is_active=True).values_list("pk", flat=True))

@@ -15,6 +15,7 @@ from typing import Any
 from django import forms
 from django.http import QueryDict
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from trellis.core import registry
 from trellis.core.forms import ServiceForm
@@ -356,7 +357,9 @@ class BlackoutForm(ServiceForm):
         empty_label=_("The whole pipeline"),
     )
     starts_on = forms.DateField(
-        label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label=pgettext_lazy("first day of a period", "From"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
     )
     ends_on = forms.DateField(
         label=_("To (included)"), required=False, widget=forms.DateInput(attrs={"type": "date"})

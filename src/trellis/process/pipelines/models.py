@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from trellis.core import clock
 from trellis.core.models import User
@@ -69,7 +70,7 @@ class Stage(models.Model):
     code = models.SlugField(_("code"), max_length=40)
     name = models.CharField(_("name (English)"), max_length=100)
     name_ko = models.CharField(_("name (Korean)"), max_length=100, blank=True)
-    order = models.PositiveSmallIntegerField(_("order"))
+    order = models.PositiveSmallIntegerField(pgettext_lazy("position in a list", "order"))
     kind = models.CharField(_("kind"), max_length=4, choices=Kind, default=Kind.OPEN)
     probability = models.PositiveSmallIntegerField(
         _("default probability"), default=0, validators=[MaxValueValidator(100)]
@@ -173,8 +174,10 @@ class BlackoutWindow(models.Model):
     )
     name = models.CharField(_("name (English)"), max_length=200)
     name_ko = models.CharField(_("name (Korean)"), max_length=200, blank=True)
-    starts_on = models.DateField(_("from"), null=True, blank=True)
-    ends_on = models.DateField(_("to"), null=True, blank=True)
+    starts_on = models.DateField(
+        pgettext_lazy("first day of a period", "from"), null=True, blank=True
+    )
+    ends_on = models.DateField(pgettext_lazy("last day of a period", "to"), null=True, blank=True)
     # Weeks 1 to 14 of every quarter, counted from the quarter's first day.
     quarter_week_from = models.PositiveSmallIntegerField(
         _("from week of the quarter"), null=True, blank=True

@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models, transaction
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from trellis.core import audit, clock, events
 from trellis.core.errors import (
@@ -522,9 +523,12 @@ def _write_stages(pipeline: Pipeline, stages: list[Stage]) -> None:
             raise ValidationFailed(
                 {
                     "stages": [
-                        _(
+                        ngettext(
+                            "%(count)d record is still in the stage %(stage)s; move it "
+                            "before removing it.",
                             "%(count)d records are still in the stage %(stage)s; move them "
-                            "before removing it."
+                            "before removing it.",
+                            still_in,
                         )
                         % {"count": still_in, "stage": stage.label}
                     ]

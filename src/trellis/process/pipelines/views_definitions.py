@@ -240,9 +240,10 @@ def _starter_data() -> QueryDict:
     """A new pipeline starts with the stages every pipeline needs: one open, won and lost."""
     data = QueryDict(mutable=True)
     starters = [
-        ("new", _("New"), Stage.Kind.OPEN, 10),
-        ("won", _("Won"), Stage.Kind.WON, 100),
-        ("lost", _("Lost"), Stage.Kind.LOST, 0),
+        # English names: they go into the stages' English name fields.
+        ("new", "New", Stage.Kind.OPEN, 10),
+        ("won", "Won", Stage.Kind.WON, 100),
+        ("lost", "Lost", Stage.Kind.LOST, 0),
     ]
     prefix = forms.STAGES_PREFIX
     data[f"{prefix}-TOTAL_FORMS"] = str(len(starters) + 1)
