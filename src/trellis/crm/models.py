@@ -4,6 +4,7 @@ from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import F
 from django.db.models.functions import Upper
 from django.utils.translation import gettext_lazy as _
 
@@ -67,7 +68,13 @@ class Account(OwnedRecord, Searchable, InPipeline):
         indexes = [
             models.Index(fields=["owner", "-id"], name="account_owner"),
             models.Index(fields=["team", "-id"], name="account_team"),
-            models.Index(fields=["stage", "-id"], name="account_stage"),
+            # A board column: the newest arrivals in a stage first.
+            models.Index(
+                F("stage"),
+                F("stage_entered_at").desc(),
+                F("id").desc(),
+                name="account_stage",
+            ),
             models.Index(fields=["name"], name="account_name"),
         ]
 
@@ -131,7 +138,13 @@ class Lead(OwnedRecord, Searchable, InPipeline):
         indexes = [
             models.Index(fields=["owner", "-id"], name="lead_owner"),
             models.Index(fields=["team", "-id"], name="lead_team"),
-            models.Index(fields=["stage", "-id"], name="lead_stage"),
+            # A board column: the newest arrivals in a stage first.
+            models.Index(
+                F("stage"),
+                F("stage_entered_at").desc(),
+                F("id").desc(),
+                name="lead_stage",
+            ),
             models.Index(fields=["status", "-id"], name="lead_status"),
         ]
 
@@ -187,7 +200,13 @@ class Opportunity(OwnedRecord, Searchable, InPipeline):
         indexes = [
             models.Index(fields=["owner", "-id"], name="opportunity_owner"),
             models.Index(fields=["team", "-id"], name="opportunity_team"),
-            models.Index(fields=["stage", "-id"], name="opportunity_stage"),
+            # A board column: the newest arrivals in a stage first.
+            models.Index(
+                F("stage"),
+                F("stage_entered_at").desc(),
+                F("id").desc(),
+                name="opportunity_stage",
+            ),
             models.Index(fields=["status", "-id"], name="opportunity_status"),
             models.Index(fields=["account", "-id"], name="opportunity_account"),
             models.Index(fields=["expected_close_date"], name="opportunity_close"),

@@ -19,8 +19,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
-from django.db.models import Count, F, Prefetch, Sum, Window
-from django.db.models.functions import RowNumber
+from django.db.models import Count, F, Prefetch, Sum
 from django.utils.translation import gettext as _
 
 from trellis.core import calendar, clock, registry
@@ -260,7 +259,8 @@ def _card(subject: subjects.Subject, record: Any, stage: Stage, now: dt.datetime
 
 
 def _newest_first(subject: subjects.Subject) -> list[Any]:
-    return [F(subject.entered_field).desc(nulls_last=True), F("pk").desc()]
+    # Every record in a stage has the time it entered it, so no NULLs to place.
+    return [F(subject.entered_field).desc(), F("pk").desc()]
 
 
 def _totals(
@@ -301,18 +301,18 @@ def board(
         **{stage_column + "__in": [s.pk for s in stages]}
     )
     counts, sums = _totals(subject, records)
-    ranked = records.annotate(
-        _board_rank=Window(
-            RowNumber(), partition_by=[F(stage_column)], order_by=_newest_first(subject)
+    # One small query per column, each read in order from the (stage, entered) index: a
+    # window over the whole pipeline would sort every record in it to keep fifty per stage.
+    by_stage = {
+        stage.pk: list(
+            records.filter(**{stage_column: stage.pk}).order_by(*_newest_first(subject))[:per_stage]
         )
-    ).filter(_board_rank__lte=per_stage)
-    by_stage: dict[int, list[Any]] = defaultdict(list)
-    for record in ranked:
-        by_stage[getattr(record, stage_column)].append(record)
+        for stage in stages
+    }
     now = clock.now()
     columns = []
     for stage in stages:
-        found = sorted(by_stage.get(stage.pk, []), key=lambda r: r._board_rank)
+        found = by_stage[stage.pk]
         columns.append(
             Column(
                 stage=stage,
