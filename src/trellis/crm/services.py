@@ -168,11 +168,11 @@ def create(
     (e.g. the owner of a contact made from an e-mail), which are not checked as input."""
     if object_type in ("order", "activity"):
         raise ValueError(f"use create_{object_type}()")
+    if object_type == "opportunity" and "probability" in data:
+        # A probability given by hand is kept when the deal moves between stages.
+        preset = {**(preset or {}), "probability_manual": True}
     with transaction.atomic():
         record = records.create(actor, SPECS[object_type], data, preset)
-        if object_type == "opportunity" and "probability" in data:
-            Opportunity.objects.filter(pk=record.pk).update(probability_manual=True)
-            record.probability_manual = True
         pipelines.enter_pipeline(actor, record)
     return record
 

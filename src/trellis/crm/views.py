@@ -9,11 +9,9 @@ columns, fields, the partial beside the fields) is described once per type in ``
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse
@@ -27,6 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 from trellis.core import errors, registry
 from trellis.core.models import User
 from trellis.core.records import InUse
+from trellis.core.views import service_view
 from trellis.core.visibility import can
 
 from . import forms, queries, services
@@ -215,21 +214,6 @@ PAGES = {
 # Shared by every view.
 
 
-def crm_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Login required; domain errors that are not about a form become HTTP errors."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except errors.NotFound as exc:
-            raise Http404(exc.detail) from exc
-        except errors.PermissionDenied as exc:
-            raise PermissionDenied(exc.detail) from exc
-
-    return login_required(wrapper)
-
-
 def _require(user: User, action: str, object_type: str) -> None:
     if not can(user, action, object_type):
         raise PermissionDenied(_("You may not do this with this kind of record."))
@@ -247,7 +231,7 @@ def _page_number(request: HttpRequest) -> int:
 # Lists.
 
 
-@crm_view
+@service_view
 @require_GET
 def record_list(request: HttpRequest, object_type: str) -> HttpResponse:
     pages = PAGES[object_type]
@@ -311,7 +295,7 @@ def _column(
 # One record.
 
 
-@crm_view
+@service_view
 @require_GET
 def record_detail(request: HttpRequest, object_type: str, pk: int) -> HttpResponse:
     record = queries.get(request.user, object_type, pk)
@@ -366,7 +350,7 @@ def _flat_ids(value: Any) -> Iterable[int]:
 # Writes.
 
 
-@crm_view
+@service_view
 def record_create(request: HttpRequest, object_type: str) -> HttpResponse:
     pages = PAGES[object_type]
     user = request.user
@@ -399,7 +383,7 @@ def _prefill(request: HttpRequest, form_class: type[forms.RecordForm]) -> dict[s
     return initial
 
 
-@crm_view
+@service_view
 def record_edit(request: HttpRequest, object_type: str, pk: int) -> HttpResponse:
     pages = PAGES[object_type]
     user = request.user
@@ -453,7 +437,7 @@ def _form_page(
     return render(request, "crm/record_form.html", context, status=status)
 
 
-@crm_view
+@service_view
 def record_delete(request: HttpRequest, object_type: str, pk: int) -> HttpResponse:
     pages = PAGES[object_type]
     user = request.user
@@ -484,7 +468,7 @@ def record_delete(request: HttpRequest, object_type: str, pk: int) -> HttpRespon
     )
 
 
-@crm_view
+@service_view
 @require_POST
 def record_validate(request: HttpRequest, object_type: str) -> HttpResponse:
     """The errors of one field, for inline validation when a field loses focus.
@@ -503,7 +487,7 @@ def record_validate(request: HttpRequest, object_type: str) -> HttpResponse:
     return render(request, "includes/field_errors.html", {"errors": field_errors})
 
 
-@crm_view
+@service_view
 @require_POST
 def activity_log(request: HttpRequest, object_type: str, pk: int) -> HttpResponse:
     """Log a call, meeting, e-mail or note on a record's page."""
@@ -522,7 +506,7 @@ def activity_log(request: HttpRequest, object_type: str, pk: int) -> HttpRespons
     return render(request, "crm/record_detail.html", context, status=422)
 
 
-@crm_view
+@service_view
 @require_POST
 def order_lines(request: HttpRequest, pk: int) -> HttpResponse:
     """Replace an order's lines (product, quantity, unit price, discount) in one change."""
@@ -558,7 +542,7 @@ def order_lines(request: HttpRequest, pk: int) -> HttpResponse:
 # Search.
 
 
-@crm_view
+@service_view
 @require_GET
 def search(request: HttpRequest) -> HttpResponse:
     """Accounts, contacts, leads and opportunities by name, e-mail or phone.
@@ -575,7 +559,7 @@ def search(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@crm_view
+@service_view
 @require_GET
 def pick(request: HttpRequest, object_type: str) -> HttpResponse:
     """Options for a record picker: the records chosen so far, then those matching ``q``."""
@@ -597,7 +581,7 @@ def pick(request: HttpRequest, object_type: str) -> HttpResponse:
     return render(request, "crm/_picker_options.html", {"groups": [("", options)], "blank": blank})
 
 
-@crm_view
+@service_view
 @require_GET
 def pick_regarding(request: HttpRequest) -> HttpResponse:
     """Options for the record an activity is about: matches of every searchable type."""

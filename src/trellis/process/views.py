@@ -12,13 +12,11 @@ The external participant's page, which needs no login, is in ``participant``.
 """
 
 from collections.abc import Callable, Iterable
-from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
@@ -32,6 +30,7 @@ from trellis.core import clock, errors
 from trellis.core.forms import ServiceForm
 from trellis.core.models import Team, User
 from trellis.core.paging import paginate
+from trellis.core.views import page_number, service_view
 from trellis.core.visibility import can
 from trellis.mail.parsing import safe_filename
 
@@ -59,29 +58,9 @@ STALE_NOTICE = gettext_lazy(
 FormMaker = Callable[[Task, QueryDict | None, MultiValueDict | None], ServiceForm]
 
 
-def task_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Login required; domain errors that are not about a form become HTTP errors."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except errors.NotFound as exc:
-            raise Http404(exc.detail) from exc
-        except errors.PermissionDenied as exc:
-            raise PermissionDenied(exc.detail) from exc
-
-    return login_required(wrapper)
-
-
 def _require(user: User, action: str) -> None:
     if not can(user, action, "task"):
         raise PermissionDenied(_("You may not do this with tasks."))
-
-
-def _page_number(request: HttpRequest) -> int:
-    value = request.GET.get("page", "")
-    return int(value) if value.isdigit() and 0 < int(value) < 100_000 else 1
 
 
 def _detail_url(pk: int, anchor: str = "") -> str:
@@ -110,7 +89,7 @@ def _after_write(user: User, pk: int, anchor: str = "") -> str:
 # My work, the task list, the team's workload.
 
 
-@task_view
+@service_view
 @require_GET
 def my_work(request: HttpRequest) -> HttpResponse:
     """My overdue and open tasks, my team's queue, and the tasks I handed on."""
@@ -158,7 +137,7 @@ def my_work(request: HttpRequest) -> HttpResponse:
     return render(request, "process/my_work.html", context)
 
 
-@task_view
+@service_view
 @require_POST
 def digest(request: HttpRequest) -> HttpResponse:
     form = forms.DigestForm(request.POST)
@@ -172,7 +151,7 @@ def digest(request: HttpRequest) -> HttpResponse:
     return redirect("process:my-work")
 
 
-@task_view
+@service_view
 @require_GET
 def task_list(request: HttpRequest) -> HttpResponse:
     """Tasks by tab (mine, overdue, queue, handed on, all), filtered."""
@@ -183,7 +162,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
         view = "all"
     filters = forms.TaskListFilters(request.GET)
     values = filters.values()
-    page = queries.tasks(user, view=view, page=_page_number(request), **values)
+    page = queries.tasks(user, view=view, page=page_number(request), **values)
     _with_records(user, page.items)
     context = {
         "page": page,
@@ -215,7 +194,7 @@ def _whose(values: dict[str, Any]) -> str:
     return ""
 
 
-@task_view
+@service_view
 @require_GET
 def team_work(request: HttpRequest) -> HttpResponse:
     """Open and overdue tasks per member of a team (mine unless another is chosen)."""
@@ -231,14 +210,14 @@ def team_work(request: HttpRequest) -> HttpResponse:
 # Notifications.
 
 
-@task_view
+@service_view
 @require_GET
 def notifications(request: HttpRequest) -> HttpResponse:
-    page = paginate(queries.notifications(request.user), _page_number(request), None)
+    page = paginate(queries.notifications(request.user), page_number(request), None)
     return render(request, "process/notifications.html", {"page": page})
 
 
-@task_view
+@service_view
 @require_POST
 def notifications_read(request: HttpRequest) -> HttpResponse:
     marked = services.mark_read(request.user)
@@ -247,7 +226,7 @@ def notifications_read(request: HttpRequest) -> HttpResponse:
     return redirect("process:notifications")
 
 
-@task_view
+@service_view
 @require_POST
 def notification_open(request: HttpRequest, pk: int) -> HttpResponse:
     """Mark one notification read and go where it points."""
@@ -262,7 +241,7 @@ def notification_open(request: HttpRequest, pk: int) -> HttpResponse:
 # A new task.
 
 
-@task_view
+@service_view
 def task_create(request: HttpRequest) -> HttpResponse:
     """A new task: the first of a thread about a record (``?record_type=&record_id=``), the next
     of an open thread (``?thread=``), or a free-standing one."""
@@ -310,7 +289,7 @@ def _where(request: HttpRequest, user: User) -> tuple[Any, Any]:
 # One task.
 
 
-@task_view
+@service_view
 @require_GET
 def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _task_page(request, queries.task(request.user, pk))
@@ -432,7 +411,7 @@ def _conflict_page(request: HttpRequest, pk: int, name: str, notice: str) -> Htt
     return _task_page(request, task, status=409, conflict=notice, **{name: form})
 
 
-@task_view
+@service_view
 @require_POST
 def task_claim(request: HttpRequest, pk: int) -> HttpResponse:
     """Take a task from the team's queue; when someone was quicker, say who has it."""
@@ -447,7 +426,7 @@ def task_claim(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(_detail_url(pk))
 
 
-@task_view
+@service_view
 @require_POST
 def task_start(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, task: Task, data: dict[str, Any], form: Any) -> tuple[str, str]:
@@ -457,7 +436,7 @@ def task_start(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, "start_form", perform)
 
 
-@task_view
+@service_view
 @require_POST
 def task_wait(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, task: Task, data: dict[str, Any], form: Any) -> tuple[str, str]:
@@ -467,7 +446,7 @@ def task_wait(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, "wait_form", perform)
 
 
-@task_view
+@service_view
 @require_POST
 def task_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, task: Task, data: dict[str, Any], form: Any) -> tuple[str, str]:
@@ -477,7 +456,7 @@ def task_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, "cancel_form", perform)
 
 
-@task_view
+@service_view
 @require_POST
 def task_edit(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, task: Task, data: dict[str, Any], form: Any) -> tuple[str, str]:
@@ -487,7 +466,7 @@ def task_edit(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, "edit_form", perform)
 
 
-@task_view
+@service_view
 @require_POST
 def task_reassign(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, task: Task, data: dict[str, Any], form: Any) -> tuple[str, str]:
@@ -503,7 +482,7 @@ def task_reassign(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, "reassign_form", perform)
 
 
-@task_view
+@service_view
 @require_POST
 def task_complete(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, task: Task, data: dict[str, Any], form: Any) -> tuple[str, str]:
@@ -529,7 +508,7 @@ def task_complete(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, "complete_form", perform)
 
 
-@task_view
+@service_view
 @require_POST
 def task_comment(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, task: Task, data: dict[str, Any], form: Any) -> tuple[str, str]:
@@ -539,7 +518,7 @@ def task_comment(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, "comment_form", perform)
 
 
-@task_view
+@service_view
 @require_POST
 def task_attach(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, task: Task, data: dict[str, Any], form: Any) -> tuple[str, str]:
@@ -561,7 +540,7 @@ def task_attach(request: HttpRequest, pk: int) -> HttpResponse:
 # Links for the external participant.
 
 
-@task_view
+@service_view
 @require_POST
 def task_send_link(request: HttpRequest, pk: int) -> HttpResponse:
     user = request.user
@@ -575,7 +554,7 @@ def task_send_link(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(_detail_url(task.pk, "links"))
 
 
-@task_view
+@service_view
 @require_POST
 def link_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     user = request.user
@@ -588,7 +567,7 @@ def link_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 # Files.
 
 
-@task_view
+@service_view
 @require_GET
 def task_attachment(request: HttpRequest, pk: int, attachment_id: int) -> HttpResponse:
     """A file of the task, always as a download; forbidden or oversized files are never

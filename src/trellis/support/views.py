@@ -10,13 +10,11 @@ JavaScript; htmx only refreshes the list's results and fills the reply box from 
 
 import re
 from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
@@ -30,6 +28,7 @@ from django.views.decorators.http import require_GET, require_POST
 from trellis.core import errors
 from trellis.core.forms import ServiceForm
 from trellis.core.models import User
+from trellis.core.views import page_number, service_view
 from trellis.core.visibility import can
 from trellis.mail.parsing import safe_filename
 
@@ -63,29 +62,9 @@ STALE_NOTICE = gettext_lazy(
 )
 
 
-def support_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Login required; domain errors that are not about a form become HTTP errors."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except errors.NotFound as exc:
-            raise Http404(exc.detail) from exc
-        except errors.PermissionDenied as exc:
-            raise PermissionDenied(exc.detail) from exc
-
-    return login_required(wrapper)
-
-
 def _require(user: User, action: str) -> None:
     if not can(user, action, "case"):
         raise PermissionDenied(_("You may not do this with cases."))
-
-
-def _page_number(request: HttpRequest) -> int:
-    value = request.GET.get("page", "")
-    return int(value) if value.isdigit() and 0 < int(value) < 100_000 else 1
 
 
 def _detail_url(pk: int, anchor: str = "") -> str:
@@ -96,7 +75,7 @@ def _detail_url(pk: int, anchor: str = "") -> str:
 # The list.
 
 
-@support_view
+@service_view
 @require_GET
 def case_list(request: HttpRequest) -> HttpResponse:
     """Cases by tab (mine, queue, all, not classified, defects, feature requests), searched."""
@@ -112,7 +91,7 @@ def case_list(request: HttpRequest) -> HttpResponse:
         view=view,
         q=values["q"],
         status=values["status"] or None,
-        page=_page_number(request),
+        page=page_number(request),
     )
     context = {
         "page": page,
@@ -149,7 +128,7 @@ def case_list(request: HttpRequest) -> HttpResponse:
 # One case.
 
 
-@support_view
+@service_view
 @require_GET
 def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The case: its header, timeline, actions, and the customer beside it.
@@ -296,7 +275,7 @@ def _conflict_page(
     return _case_page(request, case, status=409, conflict=notice, **{name: form})
 
 
-@support_view
+@service_view
 @require_POST
 def case_claim(request: HttpRequest, pk: int) -> HttpResponse:
     """Take a case from the team queue; when someone was quicker, say who has it."""
@@ -311,7 +290,7 @@ def case_claim(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(_detail_url(case.pk))
 
 
-@support_view
+@service_view
 @require_POST
 def case_assign(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, case: Case, data: dict[str, Any]) -> tuple[str, str]:
@@ -328,7 +307,7 @@ def case_assign(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, "assign_form", lambda case, data: forms.AssignForm(data), perform)
 
 
-@support_view
+@service_view
 @require_POST
 def case_status(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, case: Case, data: dict[str, Any]) -> tuple[str, str]:
@@ -341,7 +320,7 @@ def case_status(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@support_view
+@service_view
 @require_POST
 def case_details(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, case: Case, data: dict[str, Any]) -> tuple[str, str]:
@@ -362,7 +341,7 @@ def case_details(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@support_view
+@service_view
 @require_POST
 def case_classify(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, case: Case, data: dict[str, Any]) -> tuple[str, str]:
@@ -379,7 +358,7 @@ def case_classify(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, "classify_form", lambda case, data: forms.ClassifyForm(data), perform)
 
 
-@support_view
+@service_view
 @require_POST
 def case_reply(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, case: Case, data: dict[str, Any]) -> tuple[str, str]:
@@ -391,7 +370,7 @@ def case_reply(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@support_view
+@service_view
 @require_POST
 def case_note(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, case: Case, data: dict[str, Any]) -> tuple[str, str]:
@@ -401,7 +380,7 @@ def case_note(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, "note_form", lambda case, data: forms.NoteForm(data), perform)
 
 
-@support_view
+@service_view
 @require_POST
 def case_merge(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(user: User, case: Case, data: dict[str, Any]) -> tuple[str, str]:
@@ -418,7 +397,7 @@ def case_merge(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@support_view
+@service_view
 @require_POST
 def case_split(request: HttpRequest, pk: int) -> HttpResponse:
     def make_form(case: Case, data: QueryDict | None) -> forms.SplitForm:
@@ -440,7 +419,7 @@ def case_split(request: HttpRequest, pk: int) -> HttpResponse:
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
 
 
-@support_view
+@service_view
 @require_GET
 def case_attachment(request: HttpRequest, pk: int, attachment_id: int) -> HttpResponse:
     """A customer's file, always as a download; forbidden or oversized files are never served."""
@@ -462,7 +441,7 @@ def case_attachment(request: HttpRequest, pk: int, attachment_id: int) -> HttpRe
 # A phone call, and the product-feedback list.
 
 
-@support_view
+@service_view
 def log_call(request: HttpRequest) -> HttpResponse:
     """An agent writes down a call; it opens a case like an e-mail to the support address."""
     user = request.user
@@ -483,7 +462,7 @@ def log_call(request: HttpRequest) -> HttpResponse:
     return render(request, "support/agent/log_call.html", {"form": form}, status=status)
 
 
-@support_view
+@service_view
 @require_GET
 def feature_list(request: HttpRequest) -> HttpResponse:
     """Each requested feature, with how many cases asked and which customers."""

@@ -9,15 +9,12 @@ Writes go through ``alerts.save_rules``: refused input shows the form again with
 next to its field (422), a stale version keeps the admin's input with a notice (409).
 """
 
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.utils.text import capfirst
@@ -29,6 +26,7 @@ from trellis.core import errors
 from trellis.core.forms import ServiceForm
 from trellis.core.models import User
 from trellis.core.paging import paginate
+from trellis.core.views import page_number, service_view
 from trellis.core.visibility import is_admin
 
 from . import alerts, subjects
@@ -38,21 +36,6 @@ STALE_NOTICE = gettext_lazy(
     "Someone else changed these alert rules after you opened them. Nothing was saved; your "
     "entries are kept below with the current versions: send them again if they still apply."
 )
-
-
-def alerts_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Login required; a pipeline of a kind the user may not see is a 404."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except errors.NotFound as exc:
-            raise Http404(exc.detail) from exc
-        except errors.PermissionDenied as exc:
-            raise PermissionDenied(exc.detail) from exc
-
-    return login_required(wrapper)
 
 
 # Rules.
@@ -126,7 +109,7 @@ def _rule_forms(pipeline: Pipeline, data: Any = None) -> list[RuleForm]:
     return [RuleForm(rule, data) for rule in alerts.rules_for(pipeline)]
 
 
-@alerts_view
+@service_view
 @require_http_methods(["GET", "POST"])
 def alert_rules(request: HttpRequest, pk: int) -> HttpResponse:
     user = request.user
@@ -231,7 +214,7 @@ class AlertFilters(forms.Form):
         }
 
 
-@alerts_view
+@service_view
 @require_GET
 def alert_list(request: HttpRequest, pk: int) -> HttpResponse:
     user = request.user
@@ -241,7 +224,7 @@ def alert_list(request: HttpRequest, pk: int) -> HttpResponse:
     if filters.is_valid():
         values = filters.values(user)
         found = alerts.alert_list(user, pipeline, **values)
-        page = paginate(found, _page_number(request), None)
+        page = paginate(found, page_number(request), None)
         rows = alerts.rows(page.items)
     else:
         values = {"state": "open"}
@@ -257,13 +240,6 @@ def alert_list(request: HttpRequest, pk: int) -> HttpResponse:
         "filtered": any(request.GET.get(name) for name in ("kind", "owner", "state")),
     }
     return render(request, "pipelines/alerts.html", context, status=status)
-
-
-def _page_number(request: HttpRequest) -> int:
-    try:
-        return max(int(request.GET.get("page", 1)), 1)
-    except (TypeError, ValueError):
-        return 1
 
 
 urlpatterns = [

@@ -9,13 +9,7 @@ does. ``move`` redirects back with a message: a ``warn`` gate not met shows its 
 does not fit) changes nothing and says why.
 """
 
-from collections.abc import Callable
-from functools import wraps
-from typing import Any
-
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, path, reverse
@@ -24,27 +18,13 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from trellis.core import errors, registry
+from trellis.core.views import service_view
 from trellis.core.visibility import can
 
 from . import board, services, subjects
 from .models import Stage
 
 PIPELINES_LIST = "pipelines:list"
-
-
-def board_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Login required; a hidden or missing record or pipeline is a 404, a missing right 403."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except errors.NotFound as exc:
-            raise Http404(exc.detail) from exc
-        except errors.PermissionDenied as exc:
-            raise PermissionDenied(exc.detail) from exc
-
-    return login_required(wrapper)
 
 
 def _filters(request: HttpRequest) -> tuple[board.Filters, dict[str, list[str]]]:
@@ -81,7 +61,7 @@ def _api_move_url() -> str:
 # The board.
 
 
-@board_view
+@service_view
 @require_GET
 def board_page(request: HttpRequest, pk: int) -> HttpResponse:
     user = request.user
@@ -105,7 +85,7 @@ def board_page(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@board_view
+@service_view
 @require_GET
 def board_column(request: HttpRequest, pk: int, stage_id: int) -> HttpResponse:
     """More cards of one column: a fragment for the board's "Show more" button, or a page of
@@ -137,7 +117,7 @@ def board_column(request: HttpRequest, pk: int, stage_id: int) -> HttpResponse:
     return render(request, "pipelines/board_column.html", context)
 
 
-@board_view
+@service_view
 @require_GET
 def board_card(request: HttpRequest, object_type: str, pk: int) -> HttpResponse:
     """One card as the board shows it now, for the board's script after a move."""
@@ -178,7 +158,7 @@ def _int_or_none(value: str | None) -> int | None:
         return None
 
 
-@board_view
+@service_view
 @require_POST
 def move_record(request: HttpRequest, object_type: str, pk: int) -> HttpResponse:
     """Move a record to the posted stage, then go back where the user came from."""

@@ -16,7 +16,6 @@ from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
@@ -28,6 +27,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from trellis.core import clock, errors, registry
 from trellis.core.models import User
+from trellis.core.views import service_view
 from trellis.core.visibility import can, is_admin
 
 from .. import cel
@@ -36,21 +36,6 @@ from .models import BlackoutWindow, Pipeline, Stage
 
 # The stage editor's buttons that rearrange the rows instead of saving.
 SAVE = "save"
-
-
-def pipeline_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Login required; domain errors that are not about a form become HTTP errors."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except errors.NotFound as exc:
-            raise Http404(exc.detail) from exc
-        except errors.PermissionDenied as exc:
-            raise PermissionDenied(exc.detail) from exc
-
-    return login_required(wrapper)
 
 
 def admin_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -62,7 +47,7 @@ def admin_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
             raise Http404
         return view(request, *args, **kwargs)
 
-    return pipeline_view(wrapper)
+    return service_view(wrapper)
 
 
 def _viewable_types(user: User) -> list[str]:
@@ -92,7 +77,7 @@ def _type_label(object_type: str) -> str:
 # The list of pipelines.
 
 
-@pipeline_view
+@service_view
 @require_http_methods(["GET", "HEAD"])
 def pipeline_list(request: HttpRequest) -> HttpResponse:
     """Every active pipeline by the kind of record it runs on (admins also see inactive ones),
@@ -299,7 +284,7 @@ def _blackouts_page(
     return render(request, "pipelines/pipeline_blackouts.html", context, status=status)
 
 
-@pipeline_view
+@service_view
 @require_http_methods(["GET", "HEAD", "POST"])
 def blackouts(request: HttpRequest, pk: int) -> HttpResponse:
     """A pipeline's blackout windows; admins add one with the form below the list."""
@@ -322,7 +307,7 @@ def blackouts(request: HttpRequest, pk: int) -> HttpResponse:
     return _blackouts_page(request, pipeline, form, status=422)
 
 
-@pipeline_view
+@service_view
 @require_http_methods(["GET", "HEAD", "POST"])
 def blackout_edit(request: HttpRequest, pk: int, bid: int) -> HttpResponse:
     pipeline = _pipeline(request.user, pk)
@@ -349,7 +334,7 @@ def blackout_edit(request: HttpRequest, pk: int, bid: int) -> HttpResponse:
     return render(request, "pipelines/pipeline_blackout_form.html", context, status=status)
 
 
-@pipeline_view
+@service_view
 @require_POST
 def blackout_delete(request: HttpRequest, pk: int, bid: int) -> HttpResponse:
     pipeline = _pipeline(request.user, pk)
