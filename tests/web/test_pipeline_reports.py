@@ -53,10 +53,10 @@ def test_every_chart_is_an_svg_with_its_numbers_in_a_table(login, admin, deals):
     html = login(admin).get(url(), MARCH_APRIL).content.decode()
     funnel = section(html, "funnel")
     assert funnel.count('role="img"') == 1
-    assert "Prospecting: 5 entered, 4 went on (80%)" in funnel  # the chart's description
+    assert "Prospecting: 6 entered, 4 went on (66.7%)" in funnel  # the chart's description
     assert re.search(r"<th scope=\"col\" class=\"num\">2026-03</th>", funnel)
     row = re.search(r"Needs analysis</th>(.*?)</tr>", funnel, re.S).group(1)
-    assert text(row).split() == ["4", "2", "50%", "3", "→", "2", "2", "→", "0"]
+    assert text(row).split() == ["5", "2", "40%", "3", "→", "2", "2", "→", "0"]
     time = section(html, "time-in-stage")
     assert "Proposal: median 35 d, average 35 d, limit 21 d" in time
     assert 'class="report-limit"' in time

@@ -31,6 +31,8 @@ from .pipelines.models import (  # noqa: F401
     PipelineSnapshot,
     Stage,
     StageChange,
+    StageDay,
+    StageDwellBucket,
 )
 
 

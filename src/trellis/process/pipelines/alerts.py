@@ -33,6 +33,7 @@ How it stays right:
 """
 
 import datetime as dt
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,7 +46,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q, QuerySet
 from django.template.loader import render_to_string
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, get_script_prefix, reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
@@ -741,8 +742,19 @@ def _insert(alerts: list[Alert]) -> list[Alert]:
 
 def record_path(object_type: str, pk: int) -> str:
     """The record's page in the web UI, or "" where the type has none."""
+    template = _record_path_template(object_type, get_script_prefix())
+    return template.replace(_PK_MARK, str(int(pk))) if template else ""
+
+
+# A number no record has, reversed once per type and replaced by the id: reversing a URL for
+# every alert of a large sweep costs more than the rest of telling people.
+_PK_MARK = "987654321987654321"
+
+
+@functools.cache
+def _record_path_template(object_type: str, prefix: str) -> str:
     try:
-        return reverse(registry.get(object_type).detail_url_name, args=[pk])
+        return reverse(registry.get(object_type).detail_url_name, args=[int(_PK_MARK)])
     except (KeyError, NoReverseMatch):
         return ""
 
@@ -765,8 +777,8 @@ def _tell(
         people.update(User.objects.in_bulk(manager_ids))
     pipelines = {rule.pipeline_id for rule in rules.values()}
     stages = {stage.pk: stage for stage in Stage.objects.filter(pipeline_id__in=pipelines)}
-    notifications: list[Notification] = []
-    notices: list[AlertNotice] = []
+    # Who is told of what, by language, so that each language is switched to once.
+    by_language: dict[str, list[tuple[Alert, User]]] = defaultdict(list)
     for alert in alerts:
         rule = rules[alert.rule_id]
         owner = people.get(alert.owner_id) if alert.owner_id else None
@@ -777,30 +789,33 @@ def _tell(
             manager = people.get(owner.manager_id)
             if manager is not None:
                 told.append(manager)
-        link = record_path(subject.object_type, alert.object_id)
-        name = str(records[alert.object_id])
         for person in {p.pk: p for p in told}.values():
             if not person.is_active or person.username == SYSTEM_USERNAME or person.pk == actor_id:
                 continue
-            with translation.override(person.language or settings.LANGUAGE_CODE):
-                text = alert_text(alert, name, stages)
-            notifications.append(
-                Notification(
-                    user=person,
-                    text=one_line(text)[:_NOTIFICATION_LENGTH],
-                    link=link,
-                    created_at=now,
+            by_language[person.language or settings.LANGUAGE_CODE].append((alert, person))
+    notifications: list[Notification] = []
+    notices: list[AlertNotice] = []
+    for language, pairs in by_language.items():
+        with translation.override(language):
+            for alert, person in pairs:
+                text = alert_text(alert, str(records[alert.object_id]), stages)
+                notifications.append(
+                    Notification(
+                        user=person,
+                        text=one_line(text)[:_NOTIFICATION_LENGTH],
+                        link=record_path(subject.object_type, alert.object_id),
+                        created_at=now,
+                    )
                 )
-            )
-            notices.append(
-                AlertNotice(
-                    alert=alert,
-                    user=person,
-                    created_at=now,
-                    digest_pending=rule.email_digest and bool(person.email),
-                    digested_at=None,
+                notices.append(
+                    AlertNotice(
+                        alert=alert,
+                        user=person,
+                        created_at=now,
+                        digest_pending=rules[alert.rule_id].email_digest and bool(person.email),
+                        digested_at=None,
+                    )
                 )
-            )
     Notification.objects.bulk_create(notifications)
     AlertNotice.objects.bulk_create(
         notices,

@@ -64,10 +64,12 @@ class PeriodOut(Output):
 
 class FunnelStageOut(Output):
     stage: StageOut
-    entered: int = Field(description="Records that entered the stage in the period.")
+    entered: int = Field(
+        description="Entries into the stage in the period; a record that enters again counts again."
+    )
     converted: int | None = Field(
-        description="Of those, how many went on to a later stage other than a lost one (up to "
-        "now); null for won and lost stages."
+        description="Of those entries, how many ended with a move forward to a later stage "
+        "other than a lost one (up to now); null for won and lost stages."
     )
     conversion: float | None = Field(description="converted / entered, in percent.")
 
@@ -441,8 +443,8 @@ _FILTERS = (
     response=FunnelOut,
     operation_id="pipeline_report_funnel",
     summary="Funnel of a pipeline",
-    description="Per stage, the records that entered it in the period and how many of them "
-    "went on to a later stage; the same per bucket of the period." + _FILTERS,
+    description="Per stage, the entries into it in the period and how many of them went on "
+    "to a later stage; the same per bucket of the period." + _FILTERS,
 )
 def funnel(request: HttpRequest, id: Id, params: Query[ReportParams]) -> HttpResponse:
     pipeline, period = _ask(request, id, params)

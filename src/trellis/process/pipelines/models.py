@@ -232,6 +232,60 @@ class PipelineSnapshot(models.Model):
         return f"{self.day} {self.stage_id} {self.owner_id}: {self.records}"
 
 
+# The stage changes summed per day ahead of time, so that the funnel and time-in-stage reports
+# read thousands of rows instead of millions (see ``rollups``). The owner is the user id of
+# the record's owner at the time of the move (0 for none): a plain integer, so that rows
+# without an owner still meet in the unique key that the upserts rely on.
+
+
+class StageDay(models.Model):
+    """Per stage, local day and owner: the stage entries that day (``entered``), how many of
+    those entries later left forward to a stage that is not lost (``converted``, counted on
+    the day of the entry), and the longest stay of the exits that day."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="+")
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    owner_pk = models.IntegerField(default=0)
+    entered = models.IntegerField(default=0)
+    converted = models.IntegerField(default=0)
+    dwell_max = models.FloatField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["pipeline", "day"], name="stage_day_pipeline_day")]
+        constraints = [
+            models.UniqueConstraint(fields=["stage", "day", "owner_pk"], name="stage_day_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.stage_id} {self.owner_pk}: {self.entered} entered"
+
+
+class StageDwellBucket(models.Model):
+    """Per stage, local day of the exit and owner: how many exits stayed a time that falls in
+    ``bucket`` (see ``rollups.bucket_of``), and the sum of those stays in seconds, from which
+    medians are read without the rows of the moves."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="+")
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    owner_pk = models.IntegerField(default=0)
+    bucket = models.SmallIntegerField()
+    count = models.IntegerField(default=0)
+    dwell_sum = models.FloatField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["pipeline", "day"], name="stage_dwell_pipeline_day")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stage", "day", "owner_pk", "bucket"], name="stage_dwell_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.stage_id} {self.owner_pk} [{self.bucket}]: {self.count}"
+
+
 # Watching the process: alert rules, their timers, and the alerts they fire.
 
 

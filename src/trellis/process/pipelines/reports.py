@@ -1,24 +1,26 @@
 """Pipeline reports: the funnel, time in stage and the bottleneck, backward moves and value
 drops, pipeline value, and its trend from the daily snapshots.
 
-Every figure is an aggregate computed by the database over ``StageChange`` rows or over the
-subject's own table; no report loops over rows in Python. Every report honours record
-visibility: the stage changes counted are those of records ``visible(user, model)`` returns.
-For a user who sees every record the restriction is left out, so the query stays a plain
-aggregate over the pipeline's rows (indexed by pipeline and time).
+The funnel and the time spent in stages by the records that left them read the daily sums
+that every move keeps (``rollups``): thousands of rows for a period rather than millions of
+moves. Everything else is an aggregate computed by the database over ``StageChange`` rows or
+over the subject's own table; no report loops over rows in Python. Every report honours record
+visibility: the stage changes counted are those of records ``visible(user, model)`` returns,
+and the daily sums are those of owners whose records the user may see (``owner_filter``). For
+a user who sees every record the restriction is left out.
 
-Medians: SQLite has no ``percentile_cont``, so both databases count the rows of each group in
-buckets of a hundredth of a day (a hash aggregate, no sort of the rows), rank the buckets with
-a running ``SUM() OVER`` and take the bucket(s) of the middle one or two rows: one query path,
-the same answer on SQLite and PostgreSQL. The funnel is hash aggregates joined per record,
-again without sorting the moves. Value drops compare a move's amount with the record's
-previous move through ``LAG() OVER`` (SQLite 3.25+, PostgreSQL).
+Medians come from histograms, never from sorting rows (SQLite has no ``percentile_cont``):
+counts and sums of stays per bucket, and the mean of the bucket that holds the middle stay.
+Value drops compare a move's amount with the record's previous move through ``LAG() OVER``
+(SQLite 3.25+, PostgreSQL).
 
 A period is ``[start, end)``; buckets (week from Monday, month, quarter) are local calendar
 periods in the server's time zone.
 """
 
 import datetime as dt
+import functools
+import operator
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ from django.db.models import (
     FloatField,
     Func,
     IntegerField,
+    Max,
+    Min,
     Q,
     QuerySet,
     Sum,
@@ -44,7 +48,7 @@ from django.db.models import (
     When,
     Window,
 )
-from django.db.models.functions import Coalesce, Lag, Trunc
+from django.db.models.functions import Coalesce, Floor, Lag, Trunc
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -55,7 +59,16 @@ from trellis.core.models import Scope, User
 from trellis.core.visibility import can, right, subordinate_ids, visible
 
 from . import services, subjects
-from .models import BlackoutWindow, Pipeline, PipelineSnapshot, Stage, StageChange
+from .models import (
+    BlackoutWindow,
+    Pipeline,
+    PipelineSnapshot,
+    Stage,
+    StageChange,
+    StageDay,
+    StageDwellBucket,
+)
+from .rollups import limit_days
 
 GRANULARITIES = ("week", "month", "quarter")
 # A period longer than this, or one cut into more buckets, is refused: it would draw an
@@ -64,8 +77,6 @@ MAX_PERIOD_DAYS = 3660
 MAX_BUCKETS = 260
 # How many stuck records the bottleneck lists (the oldest first); the count covers all.
 STUCK_ROWS = 20
-# A dwell limit in business days is compared with calendar time as five working days a week.
-BUSINESS_WEEK = Decimal(7) / Decimal(5)
 
 DAY_SECONDS = 86400.0
 CENT = Decimal("0.01")
@@ -183,6 +194,14 @@ def _local_day(value: dt.datetime | dt.date) -> dt.date:
     if isinstance(value, dt.datetime):
         return timezone.localtime(value).date()
     return value
+
+
+def _day_range(start: dt.datetime | dt.date, end: dt.datetime | dt.date) -> tuple[dt.date, dt.date]:
+    """The local days ``[first, until)`` that ``[start, end)`` touches."""
+    first, until = _local_day(start), _local_day(end)
+    if isinstance(end, dt.datetime) and _as_datetime(until) < end:
+        until += dt.timedelta(days=1)
+    return first, until
 
 
 # Buckets.
@@ -336,26 +355,10 @@ class Seconds(Func):
         if connection.vendor == "sqlite":
             sql = f"((julianday({later}) - julianday({earlier})) * 86400.0)"
         else:
-            sql = f"CAST(EXTRACT(EPOCH FROM ({later} - {earlier})) AS double precision)"
+            # date_part is double precision; EXTRACT would compute in numeric, several times
+            # slower over millions of rows.
+            sql = f"date_part('epoch', {later} - {earlier})"
         return sql, (*later_params, *earlier_params)
-
-
-def limit_days(stage: Stage) -> Decimal | None:
-    """The stage's expected maximum dwell in calendar days (business days as five a week)."""
-    if stage.max_dwell_days is None:
-        return None
-    days = Decimal(stage.max_dwell_days)
-    return days * BUSINESS_WEEK if stage.dwell_in_business_days else days
-
-
-def _limit_seconds(stages: list[Stage], key: str) -> Case:
-    """Per row, the dwell limit in seconds of the stage named by the column ``key``."""
-    whens = [
-        When(**{key: stage.pk}, then=Value(float(limit_days(stage)) * DAY_SECONDS))
-        for stage in stages
-        if stage.max_dwell_days is not None
-    ]
-    return Case(*whens, default=Value(None), output_field=FloatField())
 
 
 # Funnel.
@@ -398,77 +401,32 @@ def funnel(
     end: dt.datetime | dt.date,
     granularity: str = "month",
 ) -> Funnel:
-    """Per stage, the records that entered it in ``[start, end)`` and how many of those went
-    on to a later stage (at any time after entering, up to now); the same per bucket. A
-    record that entered a stage twice counts once; it counts as converted when it went on
-    after either entry."""
+    """Per stage, the entries into it in ``[start, end)`` and how many of those entries left
+    forward to a later stage that is not lost (at any time up to now); the same per bucket.
+    A record that comes back to a stage and enters it again counts again: each entry is a pass
+    through the funnel. Read from the daily rollups (``rollups``)."""
     start, end = _as_datetime(start), _as_datetime(end)
-    subject = subjects.get(pipeline.object_type)
+    first, until = _day_range(start, end)
     stages = _stages(pipeline)
-    # Hash aggregates only, no sort of the moves: per record, the last time it reached a
-    # stage beyond each open stage (lost aside); per record and stage (and bucket), its first
-    # entry in the period. It went on from a stage when it reached beyond it after entering.
-    # Moves after an entry in the period come after the period's start, so earlier moves are
-    # not needed.
-    base = (
-        _changes(user, pipeline, subject)
-        .filter(at__gte=start)
-        .annotate(
-            reach_order=Case(
-                When(~Q(to_stage__kind=_LOST), then=F("to_stage__order")),
-                default=Value(None),
-                output_field=IntegerField(),
-            ),
-            in_period=Case(When(at__lt=end, then=Value(1)), default=Value(0)),
-            bucket=_trunc("at", granularity),
-        )
-        .values("object_id", "to_stage_id", "at", "reach_order", "in_period", "bucket")
-    )
-    open_stages = [stage for stage in stages if stage.kind == _OPEN]
-    # Only ids and orders of stages (integers from the database) are formatted in.
-    reach = ", ".join(
-        f"MAX(CASE WHEN reach_order > {int(stage.order)} THEN at END) AS r{int(stage.pk)}"
-        for stage in open_stages
-    )
-    went_on = (
-        "CASE e.to_stage_id "
-        + " ".join(f"WHEN {int(stage.pk)} THEN r.r{int(stage.pk)}" for stage in open_stages)
-        + " END > e.first_at"
-        if open_stages
-        else "1 = 0"
-    )
-    records = (
-        f"SELECT object_id, {reach or 'NULL AS nothing'} "  # noqa: S608
-        "FROM ({inner}) b GROUP BY object_id"
-    )
-
-    def counted(*group: str) -> list[tuple]:
-        keys = ", ".join(("to_stage_id", *group))
-        entries = (
-            f"SELECT object_id, {keys}, MIN(at) AS first_at FROM ({{inner}}) b "  # noqa: S608
-            f"WHERE in_period = 1 GROUP BY object_id, {keys}"
-        )
-        picked = ", ".join(f"e.{key}" for key in ("to_stage_id", *group))
-        return _raw(
-            base,
-            f"SELECT {picked}, COUNT(*), SUM(CASE WHEN {went_on} THEN 1 ELSE 0 END) "  # noqa: S608
-            f"FROM ({entries}) e JOIN ({records}) r ON r.object_id = e.object_id "
-            f"GROUP BY {picked}",
-        )
-
-    totals = {
-        stage_id: {"entered": entered, "converted": int(converted or 0)}
-        for stage_id, entered, converted in counted()
-    }
-    by_bucket = {
-        (stage_id, _bucket_of(bucket)): {"entered": entered, "converted": int(converted or 0)}
-        for stage_id, bucket, entered, converted in counted("bucket")
-    }
+    rows = StageDay.objects.filter(pipeline=pipeline, day__gte=first, day__lt=until, entered__gt=0)
+    owners = owner_filter(user, pipeline.object_type, "owner_pk")
+    if owners is not None:
+        rows = rows.filter(owners)
+    totals: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    by_bucket: dict[tuple[int, dt.date], list[int]] = defaultdict(lambda: [0, 0])
+    for row in (
+        rows.order_by()
+        .values("stage_id", "day")
+        .annotate(entered_sum=Sum("entered"), converted_sum=Sum("converted"))
+    ):
+        bucket = bucket_start(_bucket_of(row["day"]), granularity)
+        for cell in (totals[row["stage_id"]], by_bucket[row["stage_id"], bucket]):
+            cell[0] += row["entered_sum"]
+            cell[1] += row["converted_sum"]
     shown = _shown(stages, totals)
 
-    def cell(stage: Stage, row: dict | None) -> FunnelStage:
-        entered = row["entered"] if row else 0
-        converted = row["converted"] if row else 0
+    def cell(stage: Stage, counts: list[int] | None) -> FunnelStage:
+        entered, converted = counts or (0, 0)
         return FunnelStage(stage, entered, converted if stage.kind == _OPEN else None)
 
     return Funnel(
@@ -544,96 +502,130 @@ def _days(seconds: Any) -> float | None:
     return round(float(seconds) / DAY_SECONDS, 2)
 
 
-def _dwell_stats(queryset: QuerySet, keys: list[str]) -> dict[tuple, Dwell]:
-    """Count, average, median, longest and over-limit of the column ``dwell`` (seconds) per
-    group of ``keys``; ``queryset`` must annotate ``dwell`` and ``limit_s`` (seconds or null).
-
-    The median comes from a histogram in hundredths of a day: the rows are counted per group
-    and per 864 seconds (a hash aggregate, no sort of the rows), the buckets are ranked with a
-    running ``SUM() OVER``, and the median is the mean of the buckets holding the middle one
-    or two rows: exact for whole hundredths of a day, else low by less than one (14 minutes).
-    The same query runs on SQLite and PostgreSQL.
-    """
-    inner = queryset.values(*keys, "dwell", "limit_s")
-    q = connections[queryset.db].ops.quote_name
-    columns = ", ".join(q(key) for key in keys)
-    dwell, limit = q("dwell"), q("limit_s")
-    bucket = f"FLOOR({dwell} / 864.0 + 0.000001)"
-    # Only names of annotations made here are formatted in; values are parameters.
-    histogram = (
-        f"SELECT {columns}, {bucket} AS b, COUNT(*) AS c, SUM({dwell}) AS s, "  # noqa: S608
-        f"MAX({dwell}) AS mx, "
-        f"SUM(CASE WHEN {limit} IS NOT NULL AND {dwell} > {limit} THEN 1 ELSE 0 END) AS o "
-        f"FROM ({{inner}}) base GROUP BY {columns}, {bucket}"
-    )
-    ranked = (
-        f"SELECT {columns}, b, c, s, mx, o, "  # noqa: S608
-        f"CAST(SUM(c) OVER (PARTITION BY {columns} ORDER BY b ROWS UNBOUNDED PRECEDING) "
-        "AS BIGINT) AS upto, "
-        f"CAST(SUM(c) OVER (PARTITION BY {columns}) AS BIGINT) AS n FROM ({histogram}) h"
-    )
-    middle = (
-        "(upto - c < (n + 1) / 2 AND upto >= (n + 1) / 2) "
-        "OR (upto - c < (n + 2) / 2 AND upto >= (n + 2) / 2)"
-    )
-    outer = (
-        f"SELECT {columns}, SUM(c), SUM(s), "  # noqa: S608
-        f"AVG(CASE WHEN {middle} THEN b END) * 864.0, MAX(mx), SUM(o) "
-        f"FROM ({ranked}) r GROUP BY {columns}"
-    )
-    stats = {}
-    width = len(keys)
-    for row in _raw(inner, outer):
-        count, total, median, longest, over = row[width:]
-        count = int(count)
-        stats[tuple(row[:width])] = Dwell(
-            count=count,
-            average_days=_days(float(total) / count),
-            median_days=_days(median),
-            longest_days=_days(longest),
-            over_limit=int(over or 0),
-        )
-    return stats
-
-
 def _left(
     user: User,
     pipeline: Pipeline,
-    subject: subjects.Subject,
     stages: list[Stage],
     start: dt.datetime,
     end: dt.datetime,
-) -> QuerySet:
-    """Moves out of a stage in the period, with the time spent there (``dwell``)."""
-    return (
-        _changes(user, pipeline, subject)
-        .filter(at__gte=start, at__lt=end, from_stage__isnull=False, from_entered_at__isnull=False)
-        .annotate(
-            stage_key=F("from_stage_id"),
-            owner_key=F("owner_id"),
-            dwell=Seconds(F("at"), F("from_entered_at")),
-            limit_s=_limit_seconds(stages, "from_stage_id"),
-        )
+    *,
+    owners: bool,
+) -> tuple[dict[tuple, Dwell], dict[tuple, Dwell]]:
+    """The stays of the records that left a stage in the period, per stage and per stage and
+    owner (at the time of the move), from the daily rollups: counts and sums per bucket of
+    stay give the average, the median and how many stayed over the stage's limit; the day
+    rows give the longest."""
+    first, until = _day_range(start, end)
+    owner_rows = owner_filter(user, pipeline.object_type, "owner_pk")
+    buckets = StageDwellBucket.objects.filter(pipeline=pipeline, day__gte=first, day__lt=until)
+    days = StageDay.objects.filter(pipeline=pipeline, day__gte=first, day__lt=until)
+    if owner_rows is not None:
+        buckets, days = buckets.filter(owner_rows), days.filter(owner_rows)
+    histograms: dict[tuple, dict[int, list]] = defaultdict(dict)
+    for row in (
+        buckets.order_by()
+        .values("stage_id", "owner_pk", "bucket")
+        .annotate(n=Sum("count"), total=Sum("dwell_sum"))
+    ):
+        keys = [(row["stage_id"],)] + ([(row["stage_id"], row["owner_pk"])] if owners else [])
+        for key in keys:
+            cell = histograms[key].setdefault(row["bucket"], [0, 0.0])
+            cell[0] += row["n"]
+            cell[1] += row["total"]
+    longest: dict[tuple, float] = defaultdict(float)
+    for row in days.order_by().values("stage_id", "owner_pk").annotate(most=Max("dwell_max")):
+        keys = [(row["stage_id"],)] + ([(row["stage_id"], row["owner_pk"])] if owners else [])
+        for key in keys:
+            longest[key] = max(longest[key], row["most"])
+    limits = {
+        stage.pk: float(limit) * DAY_SECONDS
+        for stage in stages
+        if (limit := limit_days(stage)) is not None
+    }
+    per_stage, per_owner = {}, {}
+    for key, histogram in histograms.items():
+        dwell = _histogram_dwell(histogram, longest[key], limit=limits.get(key[0]))
+        if len(key) == 1:
+            per_stage[key] = dwell
+        else:
+            per_owner[key[0], key[1] or None] = dwell
+    return per_stage, per_owner
+
+
+def _histogram_dwell(
+    histogram: dict[int, list],
+    longest: float,
+    *,
+    limit: float | None = None,
+    over: int | None = None,
+) -> Dwell:
+    """Count, average, median, longest and over-limit from buckets of (count, sum of stays):
+    the median is the mean of the bucket holding the middle stay, or the mean of the two
+    buckets holding the middle two. ``over`` the limit is given, or counted per bucket: a
+    bucket is over ``limit`` when its mean is."""
+    count = sum(n for n, _total in histogram.values())
+    total = sum(total for _n, total in histogram.values())
+    middle = {(count + 1) // 2, (count + 2) // 2}
+    picked, seen = [], 0
+    for bucket in sorted(histogram):
+        n, bucket_total = histogram[bucket]
+        picked += [bucket_total / n for position in middle if seen < position <= seen + n]
+        seen += n
+    if over is None:
+        over = sum(n for n, total in histogram.values() if limit is not None and total / n > limit)
+    return Dwell(
+        count=count,
+        average_days=_days(total / count),
+        median_days=_days(sum(picked) / len(picked)),
+        longest_days=_days(longest),
+        over_limit=over,
     )
 
 
 def _current(
     user: User, pipeline: Pipeline, subject: subjects.Subject, stages: list[Stage]
-) -> QuerySet:
-    """Records in an open stage of the pipeline now, with the time since they entered it."""
+) -> dict[tuple, Dwell]:
+    """Per open stage, the records in it now and how long they have been there.
+
+    Counted from the records themselves (so deletions and changes of owner show at once), by
+    whole days of stay in one hash aggregate that the (stage, entered) index covers for a user
+    who sees everything; the medians come from the days as in ``_histogram_dwell``. Over the
+    limit means entered before now minus the stage's limit: a comparison of the column, not
+    arithmetic per row."""
     stage_id = subject.stage_field + "_id"
+    entered = subject.entered_field
     now = clock.now()
-    return (
-        _records(user, pipeline, subject)
+    stay = Seconds(Value(now), F(entered))
+    cutoffs = [
+        Q(**{stage_id: stage.pk, f"{entered}__lt": now - dt.timedelta(days=float(limit))})
+        for stage in stages
+        if (limit := limit_days(stage)) is not None
+    ]
+    over = Count("pk", filter=functools.reduce(operator.or_, cutoffs)) if cutoffs else Value(0)
+    rows = (
+        visible(user, subject.model)
         .filter(
-            **{f"{subject.stage_field}__kind": _OPEN, f"{subject.entered_field}__isnull": False}
+            **{
+                f"{stage_id}__in": [stage.pk for stage in stages if stage.kind == _OPEN],
+                f"{entered}__isnull": False,
+            }
         )
-        .annotate(
-            stage_key=F(stage_id),
-            dwell=Seconds(Value(now), F(subject.entered_field)),
-            limit_s=_limit_seconds(stages, stage_id),
-        )
+        .order_by()
+        .values(stage_key=F(stage_id), days=Floor(stay / DAY_SECONDS))
+        .annotate(n=Count("pk"), total=Sum(stay), earliest=Min(entered), above=over)
     )
+    histograms: dict[tuple, dict[int, list]] = defaultdict(dict)
+    longest: dict[tuple, float] = defaultdict(float)
+    above: dict[tuple, int] = defaultdict(int)
+    for row in rows:
+        key = (row["stage_key"],)
+        histograms[key][int(row["days"])] = [row["n"], float(row["total"])]
+        longest[key] = max(longest[key], (now - row["earliest"]).total_seconds())
+        above[key] += row["above"]
+    return {
+        key: _histogram_dwell(histogram, longest[key], over=above[key])
+        for key, histogram in histograms.items()
+    }
 
 
 def time_in_stage(
@@ -650,10 +642,8 @@ def time_in_stage(
     start, end = _as_datetime(start), _as_datetime(end)
     subject = subjects.get(pipeline.object_type)
     stages = _stages(pipeline)
-    left = _left(user, pipeline, subject, stages, start, end)
-    per_stage = _dwell_stats(left, ["stage_key"])
-    per_owner = _dwell_stats(left, ["stage_key", "owner_key"]) if owners else {}
-    current = _dwell_stats(_current(user, pipeline, subject, stages), ["stage_key"])
+    per_stage, per_owner = _left(user, pipeline, stages, start, end, owners=owners)
+    current = _current(user, pipeline, subject, stages)
     names = _owner_names(owner for _stage, owner in per_owner)
     owner_rows: dict[int, list[OwnerDwell]] = defaultdict(list)
     for (stage_id, owner_id), dwell in per_owner.items():
@@ -1075,21 +1065,21 @@ class Trend:
     series: list[TrendSeries]
 
 
-def _snapshot_owners(user: User, object_type: str) -> Q | None:
-    """Which snapshot rows ``user`` may count. Snapshots keep the owner, not the record, so
-    visibility is applied by owner: all, their own, their subordinates', or their team's
-    members' and their own for a team scope."""
+def owner_filter(user: User, object_type: str, field: str) -> Q | None:
+    """Which rows kept per owner (snapshots, rollups) ``user`` may count: such rows keep the
+    owner at the time, not the record, so visibility is applied by that owner: all, their
+    own, their subordinates', or their team's members' and their own for a team scope.
+    ``None`` when they may count every row."""
     scope = right(user, object_type)[0]
     if scope == Scope.ALL:
         return None
-    if scope == Scope.OWN:
-        return Q(owner_id=user.pk)
+    if scope == Scope.OWN or (scope == Scope.TEAM and user.team_id is None):
+        return Q(**{field: user.pk})
     if scope == Scope.SUBORDINATES:
-        return Q(owner_id__in=subordinate_ids(user))
-    if scope == Scope.TEAM and user.team_id is not None:
-        return Q(owner__team_id=user.team_id) | Q(owner_id=user.pk)
+        return Q(**{f"{field}__in": subordinate_ids(user)})
     if scope == Scope.TEAM:
-        return Q(owner_id=user.pk)
+        members = User.objects.filter(team_id=user.team_id).values("pk")
+        return Q(**{f"{field}__in": members}) | Q(**{field: user.pk})
     return Q(pk__in=[])
 
 
@@ -1101,11 +1091,9 @@ def trend(
 ) -> Trend:
     """The pipeline's open value per day of ``[start, end)`` and per currency, from the daily
     snapshots: records, value and weighted value."""
-    first, until = _local_day(start), _local_day(end)
-    if isinstance(end, dt.datetime) and _as_datetime(until) < end:
-        until += dt.timedelta(days=1)
+    first, until = _day_range(start, end)
     rows = PipelineSnapshot.objects.filter(pipeline=pipeline, day__gte=first, day__lt=until)
-    owners = _snapshot_owners(user, pipeline.object_type)
+    owners = owner_filter(user, pipeline.object_type, "owner_id")
     if owners is not None:
         rows = rows.filter(owners)
     series: dict[str, list[TrendPoint]] = defaultdict(list)

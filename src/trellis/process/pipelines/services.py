@@ -27,7 +27,7 @@ from trellis.core.models import AuditEvent, User
 from trellis.core.visibility import can, is_admin, visible
 
 from .. import cel
-from . import subjects
+from . import rollups, subjects
 from .models import BlackoutWindow, Pipeline, Stage, StageChange
 
 _CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -246,6 +246,7 @@ def _enter(
         expected_close_date=_field(record, subject.close_date_field),
         probability=_field(record, subject.probability_field),
     )
+    rollups.add_move(change, current, stage)
     if current is not None or bump_version:  # entering later (e.g. onboarding) shows too
         audit.record(actor, record, AuditEvent.Action.UPDATED, changes, str(record))
     events.emit(
