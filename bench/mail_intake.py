@@ -21,8 +21,8 @@ accepted and stored (``lost`` must be 0: every "250 OK <id>" names a stored row)
 the cases created, the wall time from the first SMTP connection to the last message processed,
 messages per second over that time, the latency of each message from its storing to the
 end of its processing, and the CPU time per message of the listener with its processing
-processes and of the PostgreSQL backends (read from /proc; unlike wall time, not inflated by
-other work on the machine).
+processes (and of each) and of the PostgreSQL backends (read from /proc; unlike wall time, not
+inflated by other work on the machine).
 
 Only 127.0.0.1 is contacted. Messages are generated here, deterministically (``--seed``).
 """
@@ -384,16 +384,21 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def cpu_used(listener: int) -> dict[str, float]:
-    """CPU seconds used so far by the listener with its processing processes, and by the
-    PostgreSQL backends serving the benchmark's database."""
+    """CPU seconds used so far by the listener with its processing processes (and by each
+    part), and by the PostgreSQL backends serving the benchmark's database."""
     processes = _processes()
     family = {listener}
     for pid, parent, _command in sorted(processes):  # parents before their children
         if parent in family:
             family.add(pid)
     backends = [pid for pid, _parent, command in processes if f" {DATABASE} " in command]
+    listener_cpu = _cpu_seconds(listener)
     return {
         "trellis": sum(_cpu_seconds(pid) for pid in family),
+        # Of which: receiving and storing (the listener's own process) ...
+        "trellis_listener": listener_cpu,
+        # ... and processing (its processing processes; 0 when processing runs in threads).
+        "trellis_processing": sum(_cpu_seconds(pid) for pid in family - {listener}),
         "postgresql": sum(_cpu_seconds(pid) for pid in backends),
     }
 

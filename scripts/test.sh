@@ -31,6 +31,17 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
+if [ ! -x /usr/sbin/dovecot ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "installing Debian's dovecot for the IMAP polling tests"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null
+  else
+    echo "The IMAP polling tests need Debian's dovecot: sudo apt-get install dovecot-imapd" >&2
+    exit 1
+  fi
+fi
+
 step "tests on SQLite"
 TRELLIS_VAR_DIR="$(mktemp -d)" $BIN/pytest -q -n 2 --dist loadgroup "$@"
 

@@ -13,7 +13,8 @@ Everything that differs between a laptop and production comes from the environme
   ``TRELLIS_SMTPD_PORT``, ``TRELLIS_SMTPD_TLS_CERT``, ``TRELLIS_SMTPD_TLS_KEY`` (the intake
   listener), ``TRELLIS_SMTP_URL`` (the relay for outgoing
   mail, ``smtp://user:password@host:port``; ``smtp+tls://`` for STARTTLS; unset means
-  outgoing mail is written as files to ``var/outbox``).
+  outgoing mail is written as files to ``var/outbox``), ``TRELLIS_IMAP_URL`` (a mailbox to
+  poll for support mail, ``imaps://user:password@host:993/INBOX``).
 """
 
 import os
@@ -201,6 +202,31 @@ def _outgoing_mail() -> dict:
 
 
 globals().update(_outgoing_mail())
+
+
+def _imap_mailbox() -> dict | None:
+    """The mailbox ``TRELLIS_IMAP_URL`` names for the intake to poll, or ``None``.
+
+    ``imaps://user:pass@host:993/INBOX`` (TLS), ``imap+tls://...`` (STARTTLS on port 143),
+    ``imap://...`` (no encryption: for a server on the same machine).
+    """
+    url = os.environ.get("TRELLIS_IMAP_URL")
+    if not url:
+        return None
+    parsed = urlsplit(url)
+    security = {"imaps": "ssl", "imap+tls": "starttls", "imap": "none"}.get(parsed.scheme)
+    if security is None:
+        raise ValueError("TRELLIS_IMAP_URL starts with imaps://, imap+tls:// or imap://")
+    return {
+        "HOST": parsed.hostname or "127.0.0.1",
+        "PORT": parsed.port or (993 if security == "ssl" else 143),
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "MAILBOX": unquote(parsed.path.lstrip("/")) or "INBOX",
+        "SECURITY": security,
+    }
+
+
 MAIL_DOMAIN = os.environ.get("TRELLIS_MAIL_DOMAIN", "trellis.localhost")
 DEFAULT_FROM_EMAIL = os.environ.get("TRELLIS_SUPPORT_ADDRESS", f"support@{MAIL_DOMAIN}")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
@@ -265,6 +291,9 @@ TRELLIS = {
         "SENDER_WINDOW_SECONDS": 600,
         # Attempts to send one outgoing message before it is marked failed.
         "SEND_ATTEMPTS": 6,
+        # A mailbox polled by the worker's sweep (TRELLIS_IMAP_URL); its mail is for
+        # SUPPORT_ADDRESS.
+        "IMAP": _imap_mailbox(),
     },
     "TASKS": {
         # The "due soon" reminder goes this many hours before a task's due time.

@@ -4,6 +4,7 @@ import os
 import smtplib
 import ssl
 import subprocess
+from dataclasses import dataclass
 
 import pytest
 from django.db import connection
@@ -11,7 +12,7 @@ from django.db import connection
 from trellis.core.models import Team
 from trellis.mail import inbound, routing
 from trellis.mail.models import InboundMessage
-from trellis.mail.smtpd import IntakeServer, TlsCertificate
+from trellis.mail.smtpd import IntakeServer, TlsCertificate, processing_database
 
 from .conftest import build, desk_address, send, store
 
@@ -304,6 +305,26 @@ def test_processing_processes_make_cases_of_support_mail_and_of_mail_left_behind
     cases = {m.object_id for m in messages}
     assert len(cases) == 7
     assert {m.content_type.model for m in messages} == {"case"}
+
+
+@dataclass
+class _Connection:
+    vendor: str
+    settings_dict: dict
+
+
+def test_processing_processes_prepare_their_statements_on_postgresql_unless_told_not_to():
+    options = processing_database(_Connection("postgresql", {"NAME": "t", "OPTIONS": {}}))
+    assert options["OPTIONS"] == {"server_side_binding": True, "prepare_threshold": 5}
+    # DATABASE_URL=...?server_side_binding=false, for a pooler without prepared statements.
+    told = {"NAME": "t", "OPTIONS": {"server_side_binding": False, "sslmode": "require"}}
+    assert processing_database(_Connection("postgresql", told))["OPTIONS"] == {
+        "server_side_binding": False,
+        "prepare_threshold": 5,
+        "sslmode": "require",
+    }
+    sqlite = {"NAME": "t.sqlite3", "OPTIONS": {"timeout": 20}}
+    assert processing_database(_Connection("sqlite", sqlite)) == sqlite
 
 
 @pytest.fixture

@@ -8,4 +8,4 @@ class MailConfig(AppConfig):
     verbose_name = _("Mail")
 
     def ready(self) -> None:
-        from . import inbound, outbound  # noqa: F401  (register their sweepers)
+        from . import imap, inbound, outbound  # noqa: F401  (register their sweepers)

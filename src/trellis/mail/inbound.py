@@ -75,12 +75,15 @@ def store(
     recipients: list[str],
     peer: str = "",
     channel: str = InboundMessage.Channel.SMTP,
+    also: Callable[[InboundMessage], None] | None = None,
 ) -> InboundMessage:
     """Keep ``raw`` as received; committed when this returns.
 
     Over the size limit the message is refused (``MessageTooLarge``) or, with OVERSIZE
     "truncate", cut at the limit and flagged. The Message-ID, sender and subject come from a
     quick read of the headers that never fails; processing reads the message properly.
+    ``also`` writes what must be committed with the message, or not at all (how far an IMAP
+    mailbox was read).
     """
     mail = settings.TRELLIS["MAIL"]
     limit = mail["MAX_MESSAGE_BYTES"]
@@ -94,7 +97,7 @@ def store(
     # durable=True: the caller answers 250 on the strength of this commit, so it must not be
     # swallowed by an outer transaction that could still roll back.
     with transaction.atomic(durable=True):
-        return InboundMessage.objects.create(
+        message = InboundMessage.objects.create(
             received_at=clock.now(),
             channel=channel,
             peer=storable(peer)[:100],
@@ -108,6 +111,9 @@ def store(
             subject=summary["subject"],
             flags=["truncated"] if truncated else [],
         )
+        if also is not None:
+            also(message)
+    return message
 
 
 def headers_of(raw: bytes) -> list[tuple[str, str]]:

@@ -129,3 +129,22 @@ class MessageLink(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} -> {self.content_type_id}:{self.object_id}"
+
+
+class ImapMailbox(models.Model):
+    """How far the intake has read a polled IMAP mailbox.
+
+    UIDs only grow within one UIDVALIDITY; when the server announces another one (the mailbox
+    was recreated), the UIDs start over and so does ``last_uid``.
+    """
+
+    # user@host:port/mailbox
+    name = models.CharField(max_length=300, unique=True)
+    uidvalidity = models.BigIntegerField(default=0)
+    last_uid = models.BigIntegerField(default=0)
+    polled_at = models.DateTimeField(null=True, blank=True)
+    # Held by the poller reading it now, so that two workers do not both fetch its mail.
+    leased_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} (UIDVALIDITY {self.uidvalidity}, UID {self.last_uid})"

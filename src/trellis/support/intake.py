@@ -28,7 +28,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import translation
 from django.utils.translation import gettext as _
 
@@ -43,7 +43,7 @@ from trellis.mail import parsing, sanitize
 from trellis.mail.models import InboundMessage
 from trellis.mail.parsing import Attachment, ParsedMessage
 
-from . import assignment, notify, triage
+from . import assignment, contracts, notify, triage
 from .models import Case, CaseAttachment, CaseEvent
 from .notify import one_line
 
@@ -187,7 +187,9 @@ def open_case(
     # Nobody else sees the case before this transaction commits, so the acknowledgement is
     # claimed at creation instead of by the conditional update ``acknowledge`` needs.
     acknowledged = send_acknowledgement and not _is_ours(email)
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction: what fails from here on fails the caller's
+    # transaction too (the mail layer runs each handler in a savepoint of its own).
+    with transaction.atomic(savepoint=False):
         contact, account = _contact_for(email, requester_name, actor if by_system else None)
         access_key = secrets.token_urlsafe(24)
         now = clock.now()
@@ -237,6 +239,7 @@ def open_case(
         )
         _save_attachments(case, message, attachments, public=True)
         _assign(case, actor)
+        contracts.link_case(case, actor)
         snapshot = audit.snapshot(case, list(_AUDITED))
         audit.record(
             actor,
@@ -352,10 +355,23 @@ def _contact_for(
 
     ``system`` is the system user when the caller has it already (a new contact is its write).
     """
-    contact = Contact.objects.filter(email__iexact=email).order_by("id").first()
+    first_account = (
+        Contact.accounts.through.objects.filter(contact=OuterRef("pk"))
+        .order_by("account_id")
+        .values("account_id")[:1]
+    )
+    contact = (
+        Contact.objects.filter(email__iexact=email)
+        .order_by("id")
+        # All a case needs of its contact: the link, and the name for the audit trail.
+        .only("id", "name")
+        .annotate(first_account_id=Subquery(first_account))
+        .first()
+    )
     if contact is not None:
-        account = contact.accounts.order_by("id").first() or account_for_domain(email)
-        return contact, account
+        if contact.first_account_id is None:
+            return contact, account_for_domain(email)
+        return contact, Account.objects.get(pk=contact.first_account_id)
     account = account_for_domain(email)
     system = system or system_user()
     owner = account.owner if account is not None and account.owner.is_active else system
@@ -378,16 +394,18 @@ def account_for_domain(email: str) -> Account | None:
     domain = email.rpartition("@")[2].lower().strip()
     if not domain or domain in FREE_MAIL_DOMAINS:
         return None
-    # One query for both kinds of match (query building costs more here than the scan).
+    # One query for both kinds of match (query building costs more here than the scan), of
+    # three columns: most senders match nothing.
     candidates = list(
-        Account.objects.filter(
-            Q(email__iendswith="@" + domain) | Q(website__icontains=domain)
-        ).order_by("id")[:50]
+        Account.objects.filter(Q(email__iendswith="@" + domain) | Q(website__icontains=domain))
+        .order_by("id")
+        .values_list("pk", "email", "website")[:50]
     )
-    by_email = (a for a in candidates if a.email.lower().endswith("@" + domain))
+    by_email = (pk for pk, address, _site in candidates if address.lower().endswith("@" + domain))
     # A web site only "contains" the domain in the query; its host must be the domain.
-    by_site = (a for a in candidates if _host(a.website) == domain)
-    return next(by_email, None) or next(by_site, None)
+    by_site = (pk for pk, _address, site in candidates if _host(site) == domain)
+    pk = next(by_email, None) or next(by_site, None)
+    return Account.objects.get(pk=pk) if pk is not None else None
 
 
 def _host(url: str) -> str:
