@@ -15,7 +15,7 @@ from django.contrib.contenttypes.models import ContentType
 from trellis.core.errors import Conflict, NotFound, PermissionDenied, StaleVersion, ValidationFailed
 from trellis.core.models import AuditEvent, Role, User
 from trellis.mail.models import OutboundMessage
-from trellis.support import intake, queries, services
+from trellis.support import contracts, intake, queries, services
 from trellis.support.models import Case, CaseAttachment, CaseEvent, Feature
 
 from .. import factories
@@ -858,7 +858,15 @@ def test_the_sidebar_shows_the_customers_dealings_as_far_as_the_agent_may_see(
     agent, admin, new_case
 ):
     account = factories.account(admin, name="Hanbit", email="info@hanbit.example")
-    order = factories.order(admin, account_id=account.pk)
+    contract = contracts.create_contract(
+        admin,
+        {
+            "account_id": account.pk,
+            "name": "Maintenance 2026",
+            "start_date": "2026-01-01",
+            "end_date": "2099-12-31",
+        },
+    )
     deal = factories.opportunity(admin, account_id=account.pk)
     factories.opportunity(admin, account_id=account.pk, status="won")
     earlier = new_case(requester_email="kim@hanbit.example")
@@ -868,7 +876,7 @@ def test_the_sidebar_shows_the_customers_dealings_as_far_as_the_agent_may_see(
     shown = queries.sidebar(agent, case)
 
     assert (shown.account, shown.contact.email) == (account, "kim@hanbit.example")
-    assert shown.contracts == [order]
+    assert shown.contracts == [contract]
     # Support agents may not see opportunities (they are sales' business).
     assert shown.opportunities == []
     assert shown.past_cases == [earlier]

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from trellis.core.models import Role
-from trellis.support import intake, services
+from trellis.support import contracts, intake, services
 from trellis.support.models import Case, CaseAttachment, CaseEvent, Feature, ReplyTemplate
 
 from .. import factories
@@ -110,7 +110,15 @@ def test_every_page_renders_for_a_support_agent(login, agent):
 
 def test_beside_the_case_the_customers_account_contracts_deals_and_past_cases(login, manager):
     account = factories.account(manager, name="주식회사 한빛", email="info@hanbit.example")
-    factories.order(manager, account_id=account.pk)
+    contract = contracts.create_contract(
+        manager,
+        {
+            "account_id": account.pk,
+            "name": "유지보수",
+            "start_date": "2000-01-01",
+            "end_date": "2999-12-31",
+        },
+    )
     deal = factories.opportunity(manager, name="VPN 증설", account_id=account.pk)
     earlier = open_case(subject="지난달 문의")
     case = open_case()
@@ -118,10 +126,11 @@ def test_beside_the_case_the_customers_account_contracts_deals_and_past_cases(lo
     page = login(manager).get(detail(case))
     sidebar = page.context["sidebar"]
     assert sidebar.account == account
-    assert len(sidebar.contracts) == 1
+    assert sidebar.contracts == [contract]
+    assert case.contract == contract
     assert sidebar.opportunities == [deal]
     assert sidebar.past_cases == [earlier]
-    for text in ("주식회사 한빛", "VPN 증설", earlier.tracking_number, "Contracts"):
+    for text in ("주식회사 한빛", "VPN 증설", earlier.tracking_number, contract.number):
         assert text in page.text
 
 

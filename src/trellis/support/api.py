@@ -76,6 +76,9 @@ class CaseOut(Output):
     account_id: int | None
     account_name: str | None
     product_id: int | None
+    contract_id: int | None = Field(
+        description="The support contract that covers the case; null: not covered."
+    )
     feature_id: int | None = Field(description="For a feature request: the feature asked for.")
     merged_into_id: int | None
     split_from_id: int | None
@@ -254,6 +257,7 @@ _COLUMNS = (
     "contact_id",
     "account_id",
     "product_id",
+    "contract_id",
     "feature_id",
     "merged_into_id",
     "split_from_id",

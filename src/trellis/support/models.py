@@ -1,11 +1,13 @@
 """Support cases: one tracking number, one owner, one timeline of public and internal events."""
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from trellis.core import clock
-from trellis.core.models import Team, User
+from trellis.core.models import OwnedRecord, Team, User
+from trellis.core.money import Currency
 from trellis.crm.models import Account, Contact, Product
 from trellis.mail.models import InboundMessage, OutboundMessage
 
@@ -105,6 +107,15 @@ class Case(models.Model):
         on_delete=models.SET_NULL,
         related_name="cases",
     )
+    # The support contract that covers the case (see ``contracts.link_case``); null: not covered.
+    contract = models.ForeignKey(
+        "SupportContract",
+        verbose_name=_("support contract"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="cases",
+    )
     merged_into = models.ForeignKey(
         "self",
         verbose_name=_("merged into"),
@@ -158,6 +169,12 @@ class CaseEvent(models.Model):
         MERGED = "merged", _("merged")
         SPLIT = "split", _("split")
         EDITED = "edited", _("details changed")
+        COVERAGE = "coverage", _("contract coverage")
+        FEE_PROPOSED = "fee_proposed", _("support fee proposed")
+        FEE_AGREED = "fee_agreed", _("support fee agreed")
+        FEE_DECLINED = "fee_declined", _("support fee declined")
+        FEE_WAIVED = "fee_waived", _("support fee waived")
+        CHARGE = "charge", _("support fee charge")
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=20, choices=Kind)
@@ -319,3 +336,166 @@ class ReplyTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SupportContract(OwnedRecord):
+    """유지보수 계약: what an account's support covers, from ``start_date`` to ``end_date``.
+
+    Seen by whoever may see its account (see ``contracts.visible_contracts``). Work outside it
+    is paid by the fee terms (``fee_basis``, ``fee_amount``, ``currency``).
+    """
+
+    class FeeBasis(models.TextChoices):
+        NONE = "", _("no fee terms")
+        HOURLY = "hourly", _("hourly rate")
+        PER_CASE = "per_case", _("fixed fee per case")
+
+    number = models.CharField(_("contract number"), max_length=20, unique=True, editable=False)
+    account = models.ForeignKey(
+        Account,
+        verbose_name=_("account"),
+        on_delete=models.PROTECT,
+        related_name="support_contracts",
+    )
+    name = models.CharField(_("name"), max_length=200)
+    start_date = models.DateField(_("start date"))
+    end_date = models.DateField(_("end date"))
+    all_products = models.BooleanField(_("covers all products"), default=True)
+    products = models.ManyToManyField(
+        Product, verbose_name=_("covered products"), blank=True, related_name="+"
+    )
+    response_hours = models.PositiveIntegerField(
+        _("response target (hours)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(8760)],
+    )
+    fee_basis = models.CharField(
+        _("fee for work outside the contract"),
+        max_length=10,
+        choices=FeeBasis,
+        default=FeeBasis.NONE,
+        blank=True,
+    )
+    fee_amount = models.DecimalField(
+        _("fee amount"), max_digits=18, decimal_places=2, null=True, blank=True
+    )
+    currency = models.CharField(_("currency"), max_length=3, choices=Currency, default="KRW")
+    notes = models.TextField(_("notes"), blank=True, max_length=5000)
+
+    class Meta:
+        verbose_name = _("support contract")
+        verbose_name_plural = _("support contracts")
+        indexes = [
+            models.Index(fields=["account", "end_date"], name="contract_account"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.name}"
+
+    def is_active_on(self, day) -> bool:
+        return self.start_date <= day <= self.end_date
+
+
+class SupportFee(models.Model):
+    """기술지원료: a fee an agent proposes on a case and the customer agrees to or declines.
+
+    An agreed fee becomes a ``Charge`` when the case is resolved (see ``billing``).
+    """
+
+    class Status(models.TextChoices):
+        PROPOSED = "proposed", _("waiting for the customer")
+        AGREED = "agreed", _("agreed")
+        DECLINED = "declined", pgettext_lazy("support fee status", "declined")
+        WAIVED = "waived", _("waived")
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="fees")
+    amount = models.DecimalField(_("amount"), max_digits=18, decimal_places=2)
+    currency = models.CharField(_("currency"), max_length=3, choices=Currency)
+    description = models.TextField(_("description"), max_length=2000)
+    status = models.CharField(_("status"), max_length=10, choices=Status, default=Status.PROPOSED)
+    # The contract that covered the case when the fee was proposed: the fee is for work
+    # outside its coverage.
+    contract = models.ForeignKey(
+        SupportContract,
+        verbose_name=_("support contract"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    proposed_by = models.ForeignKey(
+        User, verbose_name=_("proposed by"), on_delete=models.PROTECT, related_name="+"
+    )
+    proposed_at = models.DateTimeField(_("proposed"), default=clock.now)
+    answered_at = models.DateTimeField(_("answered"), null=True, blank=True)
+    waived_by = models.ForeignKey(
+        User,
+        verbose_name=_("waived by"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    waived_at = models.DateTimeField(_("waived"), null=True, blank=True)
+    waive_reason = models.TextField(_("reason"), blank=True, max_length=2000)
+
+    class Meta:
+        verbose_name = _("support fee")
+        verbose_name_plural = _("support fees")
+        ordering = ["proposed_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.case_id}: {self.amount} {self.currency}"
+
+
+class Charge(models.Model):
+    """An agreed fee of a resolved case, for finance to bill.
+
+    Its status follows from its case (see ``billing.charge_status``): to bill while the case is
+    resolved (or closed), waiting while it is reopened, billed once an invoice is made.
+    ``owner`` (who proposed the fee) and ``team`` (the case's) let ``core.visibility`` apply.
+    """
+
+    class Status(models.TextChoices):
+        WAITING = "waiting", _("waiting for the case to be resolved")
+        TO_BILL = "to_bill", _("to bill")
+        BILLED = "billed", _("billed")
+        WAIVED = "waived", _("waived")
+
+    fee = models.OneToOneField(SupportFee, on_delete=models.PROTECT, related_name="charge")
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="charges")
+    account = models.ForeignKey(
+        Account,
+        verbose_name=_("account"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    amount = models.DecimalField(_("amount"), max_digits=18, decimal_places=2)
+    currency = models.CharField(_("currency"), max_length=3, choices=Currency)
+    description = models.TextField(_("description"), max_length=2000)
+    charged_at = models.DateTimeField(_("charged"), default=clock.now)
+    billed_at = models.DateTimeField(_("billed"), null=True, blank=True)
+    billed_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    invoice_reference = models.CharField(_("invoice reference"), max_length=100, blank=True)
+    waived_at = models.DateTimeField(_("waived"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("support fee charge")
+        verbose_name_plural = _("support fee charges")
+        indexes = [
+            models.Index(fields=["billed_at", "charged_at"], name="charge_billing"),
+            models.Index(fields=["account", "charged_at"], name="charge_account"),
+            models.Index(fields=["charged_at"], name="charge_month"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.case_id}: {self.amount} {self.currency}"

@@ -18,11 +18,12 @@ from django.template.loader import render_to_string
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
+from trellis.core.money import format_money
 from trellis.mail import outbound
 from trellis.mail.models import OutboundMessage
 
 from . import access
-from .models import Case, CaseEvent
+from .models import Case, CaseEvent, SupportFee
 
 # Subjects quote the customer's subject, cut to leave room for our words (300 in all).
 _SUBJECT_ROOM = 200
@@ -100,6 +101,23 @@ def feature_logged(case: Case) -> OutboundMessage:
             _subject_values(case)
         )
         text = _render("feature_logged", case, feature=case.feature.title if case.feature else "")
+    return _send(case, subject, text, auto=AUTO_GENERATED)
+
+
+def fee_proposed(case: Case, fee: SupportFee) -> OutboundMessage:
+    """A support fee to agree to or decline on the status page (the key is not stored, so the
+    link is the portal's front page: tracking number and e-mail open the case)."""
+    with translation.override(case.language):
+        subject = _("[%(number)s] A support fee for your request: please agree or decline") % (
+            _subject_values(case)
+        )
+        text = _render(
+            "fee_proposed",
+            case,
+            amount=format_money(fee.amount, fee.currency),
+            description=fee.description,
+            contract=fee.contract.number if fee.contract_id else "",
+        )
     return _send(case, subject, text, auto=AUTO_GENERATED)
 
 

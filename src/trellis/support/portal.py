@@ -14,6 +14,7 @@ picked one with the language switch.
 """
 
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from functools import wraps
 
 from django.conf import settings
@@ -29,10 +30,11 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from trellis.core import ratelimit
 from trellis.core.errors import Conflict, RateLimited, ValidationFailed
+from trellis.core.money import Currency, format_money
 from trellis.core.network import client_address
 
-from . import access, forms_portal, intake
-from .models import Case, CaseAttachment, CaseEvent
+from . import access, billing, forms_portal, intake
+from .models import Case, CaseAttachment, CaseEvent, SupportFee
 
 # New cases one address may open through the web form in an hour.
 NEW_CASES_PER_CLIENT = (10, 3600)
@@ -153,7 +155,7 @@ def status(request: HttpRequest, tracking: str, key: str) -> HttpResponse:
     case = access.case_by_key(tracking, key, client=client_address(request))
     if case is None:
         return _not_found(request)
-    return _status_page(request, case, key)
+    return status_page(request, case, key)
 
 
 @require_http_methods(["GET", "POST"])
@@ -164,7 +166,7 @@ def case_page(request: HttpRequest, tracking: str) -> HttpResponse:
     case = access.granted_case(request, tracking)
     if case is None:
         return _not_found(request)
-    return _status_page(request, case, None)
+    return status_page(request, case, None)
 
 
 @require_GET
@@ -200,7 +202,10 @@ def _public_attachments():
     return CaseAttachment.objects.filter(allowed=True, public=True).exclude(event__public=False)
 
 
-def _status_page(request: HttpRequest, case: Case, key: str | None) -> HttpResponse:
+def status_page(
+    request: HttpRequest, case: Case, key: str | None, *, error: str = "", status: int = 200
+) -> HttpResponse:
+    """The status page; ``error`` (with its ``status``) is about an answer to a fee."""
     if settings.LANGUAGE_COOKIE_NAME not in request.COOKIES and case.language:
         translation.activate(case.language)
         request.LANGUAGE_CODE = case.language
@@ -208,8 +213,8 @@ def _status_page(request: HttpRequest, case: Case, key: str | None) -> HttpRespo
     final = intake.final_case(case)
     closed = final.status == Case.Status.CLOSED
     form = forms_portal.ReplyForm()
-    response_status = 200
-    if request.method == "POST":
+    response_status = status
+    if request.method == "POST" and not error:
         form = forms_portal.ReplyForm(request.POST, request.FILES)
         if closed:
             form.add_error(None, _("This case is closed. Please open a new one."))
@@ -235,8 +240,39 @@ def _status_page(request: HttpRequest, case: Case, key: str | None) -> HttpRespo
         "form": form,
         "closed": closed,
         "merged_into": _merged_into(case, final),
+        "fees": customer_fees(case, key),
+        "fee_error": error,
     }
     return render(request, "support/portal/status.html", context, status=response_status)
+
+
+def customer_fees(case: Case, key: str | None) -> list[dict]:
+    """The case's support fees as the customer reads them, with an answer link for those
+    still waiting for their answer."""
+    rows = []
+    for fee in billing.case_fees(case):
+        waiting = fee.status == SupportFee.Status.PROPOSED
+        rows.append(
+            {
+                "id": fee.pk,
+                "amount": format_money(fee.amount, fee.currency),
+                "description": fee.description,
+                "status": fee.status,
+                "status_label": fee.get_status_display(),
+                "proposed_at": fee.proposed_at,
+                "answered_at": fee.answered_at,
+                "waived_at": fee.waived_at,
+                "contract": fee.contract.number if fee.contract_id else "",
+                "answer_url": _fee_url(case, key, fee.pk) if waiting else "",
+            }
+        )
+    return rows
+
+
+def _fee_url(case: Case, key: str | None, fee_id: int) -> str:
+    if key:
+        return reverse("portal:fee", args=[case.tracking_number, key, fee_id])
+    return reverse("portal:case-fee", args=[case.tracking_number, fee_id])
 
 
 def _merged_into(case: Case, target: Case) -> Case | None:
@@ -279,6 +315,26 @@ def _file_url(case: Case, key: str | None, attachment_id: int) -> str:
     return reverse("portal:case-attachment", args=[case.tracking_number, attachment_id])
 
 
+_FEE_TITLES = {
+    CaseEvent.Kind.FEE_PROPOSED: lambda: _("A support fee of %(amount)s was proposed."),
+    CaseEvent.Kind.FEE_AGREED: lambda: _("You agreed to the support fee of %(amount)s."),
+    CaseEvent.Kind.FEE_DECLINED: lambda: _("You declined the support fee of %(amount)s."),
+    CaseEvent.Kind.FEE_WAIVED: lambda: _("The support fee of %(amount)s was waived."),
+}
+
+
+def _fee_amount(data: dict) -> str | None:
+    """The amount a fee event names, as the customer reads it; ``None`` if it names none."""
+    try:
+        amount = Decimal(str(data.get("amount")))
+    except (InvalidOperation, ValueError):
+        return None
+    currency = data.get("currency")
+    if not amount.is_finite() or currency not in Currency.values:
+        return None
+    return format_money(amount, currency)
+
+
 def _entry(case: Case, event: CaseEvent) -> dict | None:
     """One timeline entry: a fixed title per kind, and a text only for messages.
 
@@ -317,6 +373,13 @@ def _entry(case: Case, event: CaseEvent) -> dict | None:
         entry["title"] = _("Part of your request is handled separately.")
     elif kind == CaseEvent.Kind.PHONE_CALL:
         entry["title"] = _("We spoke on the phone.")
+    elif kind in _FEE_TITLES:
+        amount = _fee_amount(event.data)
+        if amount is None:
+            return None
+        entry["title"] = _FEE_TITLES[kind]() % {"amount": amount}
+        if kind == CaseEvent.Kind.FEE_PROPOSED:
+            entry["body"] = event.body
     else:
         # Internal kinds (notes) are never public; one made public by mistake still stays out.
         return None

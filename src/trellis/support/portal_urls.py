@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import portal
+from . import portal, portal_fees
 
 app_name = "portal"
 urlpatterns = [
@@ -15,7 +15,9 @@ urlpatterns = [
         portal.case_attachment,
         name="case-attachment",
     ),
+    path("c/<str:tracking>/fees/<int:fee_id>/", portal_fees.case_answer, name="case-fee"),
     path("c/<str:tracking>/<str:key>/", portal.status, name="status"),
+    path("c/<str:tracking>/<str:key>/fees/<int:fee_id>/", portal_fees.answer, name="fee"),
     path(
         "c/<str:tracking>/<str:key>/files/<int:attachment_id>/",
         portal.attachment,

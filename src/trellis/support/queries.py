@@ -16,10 +16,11 @@ from trellis.core.errors import NotFound, PermissionDenied, ValidationFailed
 from trellis.core.models import Team, User
 from trellis.core.paging import Page, paginate
 from trellis.core.visibility import can, visible
-from trellis.crm.models import Account, Contact, Opportunity, Order
+from trellis.crm.models import Account, Contact, Opportunity
 
+from . import contracts as support_contracts
 from .assignment import WORKING_STATUSES
-from .models import Case, CaseAttachment, CaseEvent, Feature, ReplyTemplate
+from .models import Case, CaseAttachment, CaseEvent, Feature, ReplyTemplate, SupportContract
 
 # view name -> what it shows
 VIEWS = {
@@ -132,7 +133,15 @@ def case(user: User, pk: Any) -> Case:
     found = (
         visible(user, Case)
         .select_related(
-            "owner", "team", "contact", "account", "product", "feature", "merged_into", "split_from"
+            "owner",
+            "team",
+            "contact",
+            "account",
+            "product",
+            "feature",
+            "merged_into",
+            "split_from",
+            "contract",
         )
         .filter(pk=pk)
         .first()
@@ -172,8 +181,7 @@ class Sidebar:
 
     contact: Contact | None = None
     account: Account | None = None
-    # Orders stand in for support contracts until contracts are records of their own.
-    contracts: list[Order] = field(default_factory=list)
+    contracts: list[SupportContract] = field(default_factory=list)
     opportunities: list[Opportunity] = field(default_factory=list)
     past_cases: list[Case] = field(default_factory=list)
 
@@ -191,9 +199,7 @@ def sidebar(user: User, case: Case) -> Sidebar:
     elif result.contact is not None:
         result.account = visible(user, Account).filter(contacts=result.contact).first()
     if result.account is not None:
-        result.contracts = list(
-            visible(user, Order).filter(account=result.account).order_by("-id")[:SIDEBAR_ROWS]
-        )
+        result.contracts = support_contracts.account_contracts(user, result.account, SIDEBAR_ROWS)
         result.opportunities = list(
             visible(user, Opportunity)
             .filter(account=result.account, status=Opportunity.Status.OPEN)

@@ -31,7 +31,7 @@ from trellis.core.visibility import can, visible
 from trellis.crm.models import Account, Contact, Product
 from trellis.mail.models import InboundMessage, MessageLink
 
-from . import intake, notify, triage
+from . import billing, contracts, intake, notify, triage
 from .models import Case, CaseAttachment, CaseEvent, Feature
 
 Status = Case.Status
@@ -97,6 +97,8 @@ def edit(actor: User, case_id: int, data: dict[str, Any], *, version: int | None
         }
         if changes:
             _event(case, CaseEvent.Kind.EDITED, actor, data={"changes": changes})
+        if changes.keys() & {"product", "contact", "account"}:
+            contracts.link_case(case, actor)
     return case
 
 
@@ -132,6 +134,16 @@ def _lock(actor: User, case_id: Any, version: int | None = None) -> Case:
     if not can(actor, "edit", "case"):
         raise PermissionDenied(_("You may not change cases."))
     return case
+
+
+def lock_case(actor: User, case_id: Any, version: int | None = None) -> Case:
+    """The case, locked for a write by ``actor``: for the other modules that write to cases."""
+    return _lock(actor, case_id, version)
+
+
+def not_merged(case: Case) -> None:
+    """``Conflict`` for a case that was merged into another."""
+    _not_merged(case)
 
 
 def _not_merged(case: Case) -> None:
@@ -244,6 +256,7 @@ def set_status(actor: User, case_id: int, status: str, *, version: int | None = 
         old = _apply_status(case, status)
         _save(case, "status", "resolved_at")
         _status_event(actor, case, old, status)
+        billing.charge_resolved(actor, case)
         _audit(actor, case, {"status": [old, status]})
         events.emit("case.status_changed", id=case.pk, actor_id=actor.pk, old=old, new=status)
     return case
@@ -549,6 +562,7 @@ def reply(actor: User, case_id: int, body: str, *, status: str | None = None) ->
         )
         if old is not None:
             _status_event(actor, case, old, case.status, tell_customer=False)
+            billing.charge_resolved(actor, case)
         notify.agent_reply(case, event)
         changes = audit.diff(
             before, {"owner": case.owner_id, "team": case.team_id, "status": case.status}
@@ -626,6 +640,7 @@ def log_phone_call(
                 case.account = account
                 fields.append("account")
             case.save(update_fields=fields)
+            contracts.link_case(case, actor)
         _event(
             case,
             CaseEvent.Kind.PHONE_CALL,
@@ -690,6 +705,7 @@ def merge(actor: User, source_id: int, target_id: int) -> Case:
         source.merged_into = target
         _apply_status(source, Status.CLOSED)
         _save(source, "merged_into", "status", "resolved_at")
+        billing.charge_resolved(actor, source)
         Case.objects.filter(merged_into=source).update(merged_into=target)
         _event(
             source,
@@ -832,6 +848,7 @@ def _split_case(
         created_at=now,
         updated_at=now,
     )
+    contracts.link_case(case, actor)
     ids = [event.pk for event in chosen]
     CaseEvent.objects.filter(pk__in=ids).update(case=case)
     CaseAttachment.objects.filter(event_id__in=ids).update(case=case)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import billing_views, views
 
 app_name = "support"
 
@@ -10,6 +10,11 @@ urlpatterns = [
     path("", views.case_list, name="case-list"),
     path("new-call/", views.log_call, name="log-call"),
     path("features/", views.feature_list, name="feature-list"),
+    path("contracts/", billing_views.contract_list, name="contract-list"),
+    path("contracts/new/", billing_views.contract_new, name="contract-new"),
+    path("contracts/<int:pk>/", billing_views.contract_detail, name="contract-detail"),
+    path("billing/", billing_views.billing_list, name="billing"),
+    path("billing/bill/", billing_views.billing_mark, name="billing-mark"),
     path("<int:pk>/", views.case_detail, name="case-detail"),
     path("<int:pk>/claim/", views.case_claim, name="case-claim"),
     path("<int:pk>/assign/", views.case_assign, name="case-assign"),
@@ -20,6 +25,8 @@ urlpatterns = [
     path("<int:pk>/notes/", views.case_note, name="case-note"),
     path("<int:pk>/merge/", views.case_merge, name="case-merge"),
     path("<int:pk>/split/", views.case_split, name="case-split"),
+    path("<int:pk>/fees/", billing_views.case_fee, name="case-fee"),
+    path("<int:pk>/fees/<int:fee_id>/waive/", billing_views.case_fee_waive, name="case-fee-waive"),
     path(
         "<int:pk>/attachments/<int:attachment_id>/",
         views.case_attachment,

@@ -32,7 +32,7 @@ from trellis.core.views import page_number, service_view
 from trellis.core.visibility import can
 from trellis.mail.parsing import safe_filename
 
-from . import forms, queries, services
+from . import billing, billing_forms, forms, queries, services
 from .models import Case, CaseEvent
 
 # The element the list's search and filter refresh, and the reply box a template fills.
@@ -170,6 +170,7 @@ def _case_page(
         "active": case.merged_into_id is None,
         "claimable": case.owner_id is None and case.status != Case.Status.CLOSED,
         "loose_attachments": queries.loose_attachments(case),
+        "fees": billing.case_fees(case),
     }
     if context["can_edit"]:
         movable = [event for event in timeline if event.kind in MOVABLE_KINDS]
@@ -204,6 +205,8 @@ def _case_page(
             split_form=forms.SplitForm(messages=movable),
             thread=_quoted_thread(timeline),
             reply_body_target=REPLY_BODY_TARGET,
+            fee_form=billing_forms.FeeForm(initial=billing.fee_initial(case)),
+            waive_form=billing_forms.WaiveForm(),
         )
     context.update(extra)
     return render(request, "support/agent/case_detail.html", context, status=status)

@@ -1,6 +1,7 @@
 """How support pages show what is special to cases: the navigation, timeline entries, e-mail
 HTML."""
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import nh3
@@ -12,12 +13,18 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
+from trellis.core.money import format_money
 from trellis.core.visibility import can, is_admin
 from trellis.crm.templatetags.crm import show
 
-from ..models import Case, CaseEvent
+from .. import billing
+from ..models import Case, CaseEvent, Charge
 
 register = template.Library()
+
+
+_CONTRACT_PAGES = ("contract-list", "contract-new", "contract-detail")
+_BILLING_PAGES = ("billing", "billing-mark")
 
 
 @register.inclusion_tag("support/agent/_nav.html", takes_context=True)
@@ -35,7 +42,8 @@ def support_nav(context: template.Context) -> dict[str, Any]:
                 "key": "cases",
                 "label": _("Cases"),
                 "url": reverse("support:case-list"),
-                "current": namespace == "support" and url_name != "feature-list",
+                "current": namespace == "support"
+                and url_name not in ("feature-list", *_CONTRACT_PAGES, *_BILLING_PAGES),
             },
             {
                 "key": "features",
@@ -44,6 +52,24 @@ def support_nav(context: template.Context) -> dict[str, Any]:
                 "current": namespace == "support" and url_name == "feature-list",
             },
         ]
+    if can(user, "view", "support_contract"):
+        items.append(
+            {
+                "key": "contracts",
+                "label": _("Support contracts"),
+                "url": reverse("support:contract-list"),
+                "current": namespace == "support" and url_name in _CONTRACT_PAGES,
+            }
+        )
+    if can(user, "view", "support_charge"):
+        items.append(
+            {
+                "key": "billing",
+                "label": _("Support fee billing"),
+                "url": reverse("support:billing"),
+                "current": namespace == "support" and url_name in _BILLING_PAGES,
+            }
+        )
     if is_admin(user):
         try:
             url = reverse("mail:quarantine")
@@ -175,6 +201,14 @@ def _summary(kind: str, data: dict[str, Any], names: dict[str, dict[int, str]]) 
         if data.get("merged"):
             link = _case_link(data["merged"], data.get("merged_id"))
             return _with_number(_("%(number)s was merged into this case."), link)
+    if kind in _FEE_KINDS:
+        return _fee_summary(kind, data)
+    if kind == CaseEvent.Kind.COVERAGE:
+        if data.get("to"):
+            return _("Covered by support contract %(number)s.") % {"number": data["to"]}
+        return _("No longer covered by a support contract (was %(number)s).") % {
+            "number": data.get("from") or "—"
+        }
     if kind == CaseEvent.Kind.SPLIT:
         if data.get("into"):
             link = _case_link(data["into"], data.get("into_id"))
@@ -183,6 +217,39 @@ def _summary(kind: str, data: dict[str, Any], names: dict[str, dict[int, str]]) 
             link = _case_link(data["from_case"], data.get("from_id"))
             return _with_number(_("Split from %(number)s."), link)
     return ""
+
+
+_FEE_KINDS = frozenset(
+    {
+        CaseEvent.Kind.FEE_PROPOSED,
+        CaseEvent.Kind.FEE_AGREED,
+        CaseEvent.Kind.FEE_DECLINED,
+        CaseEvent.Kind.FEE_WAIVED,
+        CaseEvent.Kind.CHARGE,
+    }
+)
+
+
+def _fee_summary(kind: str, data: dict[str, Any]) -> str:
+    try:
+        amount = format_money(Decimal(str(data.get("amount"))), str(data.get("currency", "")))
+    except (InvalidOperation, ValueError):
+        amount = "?"
+    values = {"amount": amount, "number": data.get("contract") or ""}
+    if kind == CaseEvent.Kind.FEE_PROPOSED:
+        if data.get("contract"):
+            return _("Proposed %(amount)s, for work outside contract %(number)s.") % values
+        return _("Proposed %(amount)s.") % values
+    if kind == CaseEvent.Kind.FEE_AGREED:
+        return _("The customer agreed to %(amount)s.") % values
+    if kind == CaseEvent.Kind.FEE_DECLINED:
+        return _("The customer declined %(amount)s.") % values
+    if kind == CaseEvent.Kind.FEE_WAIVED:
+        return _("%(amount)s waived.") % values
+    if data.get("what") == "billed":
+        values["invoice"] = data.get("invoice", "")
+        return _("%(amount)s billed, invoice %(invoice)s.") % values
+    return _("A charge of %(amount)s is to bill.") % values
 
 
 _EDITABLE = frozenset({"subject", "priority", "product", "contact", "account"})
@@ -217,3 +284,9 @@ def _assignment(data: dict[str, Any], names: dict[str, dict[int, str]]) -> str:
     if data.get("on_arrival"):
         via = _("By the assignment rules.")
     return f"{text} {via}" if via else text
+
+
+@register.simple_tag
+def charge_status(charge: Charge) -> Charge.Status:
+    """Where a charge stands now (it follows its case's resolution)."""
+    return Charge.Status(billing.charge_status(charge))

@@ -6,12 +6,17 @@ outbox). Runs once: a database that already holds cases is left alone. Customers
 addresses, which no relay delivers.
 """
 
+import datetime as dt
+
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from trellis.core import clock
 from trellis.core.models import Role, Team, User
-from trellis.core.services import create_user
-from trellis.support import intake, services
+from trellis.core.services import create_user, system_user
+from trellis.crm import services as crm_services
+from trellis.crm.models import Account, Product
+from trellis.support import billing, contracts, intake, services
 from trellis.support.models import AssignmentRule, Case, ReplyTemplate
 
 PASSWORD = "trellis-demo"
@@ -115,6 +120,8 @@ class Command(BaseCommand):
         with transaction.atomic():
             agents = _ensure_agents()
             _ensure_configuration()
+            # Before the cases, so that the intake links them to their accounts and contracts.
+            made = _ensure_contracts(agents[0])
         for name, email, subject, body, channel, story in CASES:
             actor = agents[0] if channel == "phone" else None
             if channel == "phone":
@@ -130,7 +137,10 @@ class Command(BaseCommand):
                     requester_name=name,
                 )
             _play(story, case, agents)
-        self.stdout.write(f"Support demo: {len(CASES)} cases, {len(agents)} agents.")
+        _fees(agents)
+        self.stdout.write(
+            f"Support demo: {len(CASES)} cases, {len(agents)} agents, {made} support contracts."
+        )
 
 
 def _ensure_agents() -> list[User]:
@@ -204,4 +214,86 @@ def _play(story: str, case: Case, agents: list[User]) -> None:
             case.pk,
             "We have corrected the VAT rate and sent a new invoice.",
             status=Case.Status.RESOLVED,
+        )
+
+
+# (account name, e-mail domain, contract name, products: "all" or how many, response hours,
+#  fee basis, fee amount, currency, runs from / to in years from today)
+CONTRACTS = [
+    (
+        "한빛물류",
+        "hanbit-logistics.example",
+        "2026 유지보수 계약",
+        "all",
+        4,
+        "hourly",
+        120_000,
+        "KRW",
+        0,
+    ),
+    ("Contoso Ltd", "contoso.example", "Standard support", 1, 24, "per_case", 150, "USD", 0),
+    ("Northwind Traders", "northwind.example", "Support 2024", "all", None, "", None, "KRW", -2),
+]
+
+
+def _ensure_contracts(agent: User) -> int:
+    """Accounts for some demo customers (by their e-mail domain), each with a contract: two
+    running, one that ended."""
+    system = system_user()
+    today = clock.today()
+    products = list(Product.objects.filter(is_active=True).order_by("id")[:3])
+    made = 0
+    for name, domain, title, covered, hours, basis, amount, currency, years in CONTRACTS:
+        account = Account.objects.filter(email__iendswith="@" + domain).order_by("id").first()
+        if account is None:
+            account = crm_services.create(
+                system,
+                "account",
+                {"name": name, "email": f"info@{domain}", "website": f"https://www.{domain}"},
+                preset={"owner": system},
+            )
+        if covered != "all" and not products:
+            covered = "all"
+        start = dt.date(today.year + years, 1, 1)
+        contracts.create_contract(
+            agent,
+            {
+                "account_id": account.pk,
+                "name": title,
+                "start_date": start,
+                "end_date": dt.date(start.year, 12, 31),
+                "all_products": covered == "all",
+                "products": [] if covered == "all" else [p.pk for p in products[:covered]],
+                "response_hours": hours,
+                "fee_basis": basis,
+                "fee_amount": amount,
+                "currency": currency,
+            },
+        )
+        made += 1
+    return made
+
+
+def _fees(agents: list[User]) -> None:
+    """A fee agreed and charged on the resolved case; one waiting for the customer's answer
+    on a covered case (work outside the contract)."""
+    resolved = Case.objects.filter(subject="Invoice shows the wrong VAT").first()
+    if resolved is not None:
+        agent = resolved.owner or agents[0]
+        fee = billing.propose_fee(
+            agent,
+            resolved.pk,
+            amount="150",
+            currency="USD",
+            description="Correcting and re-issuing the October invoices (1 hour).",
+        )
+        billing.answer_fee(resolved, fee.pk, agree=True)
+    covered = Case.objects.filter(subject="송장 출력 시 오류가 발생합니다").first()
+    if covered is not None:
+        billing.propose_fee(
+            covered.owner or agents[0],
+            covered.pk,
+            amount="240000",
+            currency="KRW",
+            description="현장 방문 점검 2시간 (계약 범위 외 작업)",
         )
