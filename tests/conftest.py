@@ -5,6 +5,21 @@ from trellis.core.models import Role
 from . import factories
 
 
+@pytest.fixture(autouse=True)
+def _reference_data(request):
+    """Tests with real transactions run on a database that an earlier one flushed: put the
+    built-in roles and rights back (the default pipelines they must make themselves)."""
+    marker = request.node.get_closest_marker("django_db")
+    if "transactional_db" in request.fixturenames or (marker and marker.kwargs.get("transaction")):
+        from django.contrib.contenttypes.models import ContentType
+
+        from trellis.core.services import ensure_default_rights
+
+        request.getfixturevalue("transactional_db")
+        ContentType.objects.clear_cache()
+        ensure_default_rights()
+
+
 @pytest.fixture
 def team(db):
     return factories.TeamFactory(name="Seoul sales")

@@ -10,6 +10,7 @@ urlpatterns = [
     path("help/", include("trellis.support.portal_urls")),
     path("", include("trellis.process.urls")),
     path("pipelines/", include("trellis.process.pipelines.urls")),
+    path("approvals/", include("trellis.process.approvals.urls")),
     path("mail/", include("trellis.mail.urls")),
     path("api/", api.urls),
     path("admin/", admin.site.urls),

@@ -73,6 +73,7 @@ def test_a_move_answers_with_the_record_its_stage_and_the_change(api_as, sales, 
         "stage": {"id": target.pk, "code": "proposal", "name": "Proposal", "name_ko": "제안"},
         "change": {"id": change.pk, "direction": "forward", "at": "2026-03-11T00:00:00+00:00"},
         "warnings": [],
+        "pending_approval": None,
     }
     deal.refresh_from_db()
     assert (deal.stage_id, deal.probability, deal.version) == (target.pk, 50, 2)

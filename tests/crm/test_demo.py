@@ -192,3 +192,55 @@ def test_demo_tasks_show_every_kind_of_work_once(django_capture_on_commit_callba
     count = Task.objects.count()
     call_command("demo_tasks", stdout=StringIO())
     assert Task.objects.count() == count
+
+
+def test_demo_approvals_show_every_state_and_fill_the_report():
+    from trellis.core import clock
+    from trellis.process.approvals import queries as approval_queries
+    from trellis.process.approvals import reports
+    from trellis.process.approvals.models import (
+        ApprovalAssignment,
+        ApprovalProcess,
+        ApprovalRequest,
+        ExceptionRequest,
+    )
+
+    out = _demo(scale=200, seed=1)
+    assert "approval requests" in out
+    requests = ApprovalRequest.objects.all()
+    assert set(requests.values_list("status", flat=True)) == {
+        "pending",
+        "approved",
+        "rejected",
+        "recalled",
+    }
+    assert set(ApprovalProcess.objects.values_list("object_type", flat=True)) == {
+        "opportunity",
+        "order",
+    }
+    assert set(ExceptionRequest.objects.values_list("kind", "status")) == {
+        ("unlock", "granted"),
+        ("override", "refused"),
+    }
+    assert ApprovalAssignment.objects.filter(on_behalf_of__isnull=False).exists()
+    assert ApprovalAssignment.objects.filter(via="escalation").exists()
+    assert all(r.submitted_at < clock.now() for r in requests)
+    waiting = [r for r in requests if r.status == "pending"]
+    overdue = [r for r in waiting if r.steps.get(status="pending").due_at < clock.now()]
+    assert len(waiting) == 2 and len(overdue) == 1
+    assert (
+        approval_queries.inbox_counts(overdue[0].steps.get().assignments.get().user)["overdue"] == 1
+    )
+
+    admin = User.objects.get(username="admin")
+    deals = ApprovalProcess.objects.get(code="large-deal")
+    report = reports.report(admin, deals, reports.period())
+    assert report.requests == requests.filter(process=deals).count()
+    manager, finance = report.steps
+    assert manager.escalated == 1 and manager.median_hours and finance.p90_hours
+    assert report.exception_count == 2
+
+    # Running it again adds nothing.
+    count = requests.count()
+    _demo(scale=20, seed=2, append=True)
+    assert ApprovalRequest.objects.count() == count

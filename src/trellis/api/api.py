@@ -13,8 +13,10 @@ from trellis.core import api as core_api
 from trellis.crm import api as crm_api
 from trellis.mail import api as mail_api
 from trellis.process import api as process_api
+from trellis.process.approvals import api as approvals_api
 from trellis.process.pipelines import api as pipelines_api
 from trellis.support import api as support_api
+from trellis.support import billing_api as support_billing_api
 
 from . import errors
 from .auth import authentication
@@ -70,5 +72,7 @@ api.add_router("/v1/", core_api.router)
 api.add_router("/v1/", crm_api.router)
 api.add_router("/v1/", mail_api.router)
 api.add_router("/v1/", support_api.router)
+api.add_router("/v1/", support_billing_api.router)
 api.add_router("/v1/", process_api.router)
 api.add_router("/v1/", pipelines_api.router)
+api.add_router("/v1/", approvals_api.router)

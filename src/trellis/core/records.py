@@ -25,6 +25,40 @@ class InUse(ServiceError):
     title = "In use"
 
 
+class RecordLocked(InUse, ValidationFailed):
+    """A write a guard refuses while the record is locked. Forms show ``detail`` as their
+    error; a refused deletion is reported like one of a record still in use."""
+
+    status = 409
+    title = "Locked"
+
+    def __init__(self, detail: str) -> None:
+        ValidationFailed.__init__(self, {"__all__": [detail]}, detail)
+
+
+# Called inside the writing transaction with the record as written and the names of the fields
+# that changed, or before a deletion with ``None``. A guard raises a ServiceError to refuse the
+# write, which rolls the transaction back; it may also write what follows from the change.
+# Apps register theirs from ``AppConfig.ready`` (approvals lock a record while a request is
+# pending, and reopen approval when an approved record's material field changes).
+WriteGuard = Callable[[User, models.Model, frozenset[str] | None], None]
+_write_guards: list[WriteGuard] = []
+
+
+def register_write_guard(guard: WriteGuard) -> None:
+    if guard not in _write_guards:
+        _write_guards.append(guard)
+
+
+def check_write(actor: User, instance: models.Model, changed: Iterable[str] | None) -> None:
+    """Ask every registered guard whether ``actor`` may write this change. Services that
+    change a record without ``update`` or ``delete`` call it themselves, inside their
+    transaction, after writing."""
+    fields = None if changed is None else frozenset(changed)
+    for guard in _write_guards:
+        guard(actor, instance, fields)
+
+
 @dataclass(frozen=True)
 class RecordSpec:
     model: type[OwnedRecord]
@@ -108,6 +142,7 @@ def update(
         _save(instance)
         for name, values in m2m_values.items():
             getattr(instance, name).set(values)
+        check_write(actor, instance, changes)
         audit.record(actor, instance, AuditEvent.Action.UPDATED, changes, spec.describe(instance))
         events.emit(
             f"{spec.object_type}.updated",
@@ -125,6 +160,7 @@ def delete(actor: User, spec: RecordSpec, pk: int, version: int | None = None) -
             raise PermissionDenied(_("You may not delete this record."))
         if version is not None and instance.version != version:
             raise StaleVersion(instance)
+        check_write(actor, instance, None)
         values = audit.snapshot(instance, spec.audit_fields)
         description = spec.describe(instance)
         try:

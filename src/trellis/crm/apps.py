@@ -64,9 +64,10 @@ class CrmConfig(AppConfig):
 
     def ready(self) -> None:
         from trellis.core import registry
+        from trellis.process.approvals import subjects as approvals
         from trellis.process.pipelines import subjects
 
-        from . import models
+        from . import models, services
 
         searchable = {"account", "contact", "lead", "opportunity"}
         for key, model in [
@@ -100,3 +101,12 @@ class CrmConfig(AppConfig):
         )
         subjects.register(subjects.Subject(object_type="lead"))
         subjects.register(subjects.Subject(object_type="account"))
+        for key in ("opportunity", "order", "lead", "account"):
+            approvals.register(
+                approvals.Subject(
+                    object_type=key,
+                    update=lambda actor, pk, data, version, key=key: services.update(
+                        actor, key, pk, data, version
+                    ),
+                )
+            )

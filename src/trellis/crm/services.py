@@ -229,6 +229,7 @@ def set_order_lines(
         _replace_lines(actor, order, lines)
         records.mark_changed(order)
         order.save(update_fields=["total", "version", "updated_at"])
+        records.check_write(actor, order, ("lines", "total"))
         audit.record(
             actor,
             order,

@@ -19,10 +19,13 @@ class ProcessConfig(AppConfig):
     verbose_name = _("Process")
 
     def ready(self) -> None:
-        from trellis.core import registry
+        from trellis.core import records, registry
         from trellis.mail import inbound, routing
 
         from . import mailreplies, models, reminders  # noqa: F401  (register their sweepers)
+        from .approvals import emailed
+        from .approvals import services as approvals  # (registers its sweeper)
+        from .approvals.models import ApprovalRequest
         from .pipelines import (
             alerts,  # noqa: F401  (subscribes to events, registers sweepers)
             snapshots,  # noqa: F401  (registers its sweeper)
@@ -36,5 +39,9 @@ class ProcessConfig(AppConfig):
                 detail_url_name="process:task-detail",
             )
         )
+        records.register_write_guard(approvals.guard_write)
         routing.register_reply_handler(models.Task, mailreplies.handle_reply)
         inbound.register_reference_resolver(mailreplies.resolve_reference)
+        routing.register_reply_handler(ApprovalRequest, emailed.handle_reply)
+        mailreplies.register_refusal_answer(ApprovalRequest, emailed.answer_refused)
+        inbound.register_reference_resolver(emailed.resolve_reference)

@@ -16,6 +16,7 @@ task by hand, or runs again, joins the task as an internal comment whoever sent 
 """
 
 import re
+from collections.abc import Callable
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
@@ -48,6 +49,16 @@ _REFERENCE = re.compile(r"^\s*(?:task|업무)\s*[-#:]?\s*(\d{1,18})\s*$", re.IGN
 
 class ReplyRefused(Conflict):
     """The task does not take this reply; the mail layer quarantines it with this reason."""
+
+
+# Other records of the engine whose refused replies this sweep answers too (approval requests):
+# ``answer(record, sender, message, parsed)`` sends the answer, or returns None.
+RefusalAnswer = Callable[[models.Model, str, InboundMessage, ParsedMessage], models.Model | None]
+_refusal_answers: dict[type[models.Model], RefusalAnswer] = {}
+
+
+def register_refusal_answer(model: type[models.Model], answer: RefusalAnswer) -> None:
+    _refusal_answers[model] = answer
 
 
 def is_completion(text: str) -> bool:
@@ -220,6 +231,9 @@ def _answer(message: InboundMessage) -> models.Model | None:
     if not sender or parsed.automated or services.is_ours(sender):
         return None
     route = routing.route(message, parsed)
+    answer = _refusal_answers.get(type(route.record))
+    if route.record is not None and answer is not None:
+        return answer(route.record, sender, message, parsed)
     if isinstance(route.record, Task):
         reason = refusal(route.record, sender)
     elif route.record is None and _to_missing_task([*message.recipients, *parsed.to, *parsed.cc]):

@@ -19,7 +19,18 @@ from trellis.core import clock
 from trellis.core.models import Team, User
 from trellis.mail.models import InboundMessage, OutboundMessage
 
-# Pipelines live in their own package; importing them here registers them with the app.
+# Approvals and pipelines live in their own packages; importing them here registers them with
+# the app.
+from .approvals.models import (  # noqa: F401
+    ApprovalAssignment,
+    ApprovalEvent,
+    ApprovalProcess,
+    ApprovalProcessVersion,
+    ApprovalRequest,
+    ApprovalStepRun,
+    Delegation,
+    ExceptionRequest,
+)
 from .pipelines.models import (  # noqa: F401
     Alert,
     AlertDigest,

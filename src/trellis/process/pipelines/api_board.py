@@ -3,7 +3,9 @@
 Reads come from ``board`` (through record visibility: a card of a record you may not see is not
 listed, counted or summed; a record you may not see is a 404); a move is ``services.move``.
 A move to a ``warn`` stage whose condition does not hold is refused with the problem titled
-"Confirmation needed" until it is sent again with ``confirm: true``.
+"Confirmation needed" until it is sent again with ``confirm: true``. A move to an ``approve``
+stage is answered 202 with ``pending_approval``: the record was submitted for approval and stays
+where it is until the request is approved.
 """
 
 import datetime as dt
@@ -22,7 +24,7 @@ from trellis.core.models import User
 from trellis.core.money import MINOR_UNITS
 
 from . import board, services, subjects
-from .models import Pipeline, Stage, StageChange
+from .models import GatedMove, Pipeline, Stage, StageChange
 
 router = Router(tags=["Pipelines"])
 
@@ -36,7 +38,8 @@ _MOVE_ANSWERS = {
         409: {
             "description": "The `version` you sent is stale: someone changed the record since "
             "you read it. Nothing moved; `current` is where the record stands now (the "
-            "fields of `RecordStageOut`).",
+            "fields of `RecordStageOut`). Also when the record is locked by a pending approval, "
+            "or waits for approval to enter a stage: the message names the request.",
             "content": {"application/problem+json": {"schema": _PROBLEM}},
         },
         422: {
@@ -77,6 +80,11 @@ class PipelineRef(Output):
     name_ko: str
 
 
+class WaitingOut(Output):
+    request_id: int = Field(description="The approval request: `GET /approval-requests/{id}`.")
+    stage_id: int = Field(description="The stage the record moves to once it is approved.")
+
+
 class CardOut(Output):
     id: int
     name: str
@@ -96,6 +104,9 @@ class CardOut(Output):
         "business days where the stage says so)."
     )
     version: int = Field(description="Send it back with a move.")
+    pending_approval: WaitingOut | None = Field(
+        description="A move into an `approve` stage waiting for its approval; null for none."
+    )
 
 
 class TotalOut(Output):
@@ -162,6 +173,18 @@ class ChangeOut(Output):
     at: dt.datetime
 
 
+class PendingApprovalOut(Output):
+    request_id: int = Field(description="The approval request: `GET /approval-requests/{id}`.")
+    process_id: int
+    process_name: str = Field(description="In your language.")
+    status: str = Field(
+        description="`pending`; or `approved` or `rejected` when the process decided at once "
+        "(every step skipped, or a step that rejects when its condition is false)."
+    )
+    stage: StageRef = Field(description="The stage the record moves to once it is approved.")
+    message: str = Field(description="What happened, to show to the mover.")
+
+
 class MoveOut(Output):
     id: int = Field(description="The record's id.")
     version: int = Field(description="The record's version after the move.")
@@ -170,6 +193,11 @@ class MoveOut(Output):
         description="The stage change written; null when the record already was in the stage."
     )
     warnings: list[str] = Field(description="The message of a `warn` gate moved past.")
+    pending_approval: PendingApprovalOut | None = Field(
+        description="Set when the stage has an `approve` gate whose process applies to the "
+        "record: the record was submitted for approval (the answer is then 202) and stays in "
+        "`stage` until the request is approved. Null when no approval was needed."
+    )
 
 
 class StageStepOut(StageRef):
@@ -251,6 +279,11 @@ def card_row(card: board.Card, has_amounts: bool) -> dict[str, Any]:
         "days_in_stage": card.days_in_stage,
         "over_dwell_limit": card.over_limit,
         "version": card.version,
+        "pending_approval": (
+            {"request_id": card.waiting.request_id, "stage_id": card.waiting.to_stage_id}
+            if card.waiting
+            else None
+        ),
     }
 
 
@@ -397,7 +430,7 @@ def get_record_stages(request: HttpRequest, object_type: ObjectType, id: Id) -> 
 
 @router.post(
     "/pipelines/records/{object_type}/{id}/move",
-    response=MoveOut,
+    response={200: MoveOut, 202: MoveOut},
     operation_id="move_record",
     url_name="move_record",
     summary="Move a record to a stage",
@@ -405,7 +438,9 @@ def get_record_stages(request: HttpRequest, object_type: ObjectType, id: Id) -> 
     "pipeline enters the one the stage belongs to. Send the record's `version`. The move is "
     "recorded (from, to, when, who, direction, amount and close date at the time) and shows "
     "on the record's timeline; the stage's probability is applied unless the owner set one "
-    "by hand. Nothing changes when the move is refused.",
+    "by hand. Nothing changes when the move is refused. A stage with an `approve` gate "
+    "submits the record to its approval process instead (202, `pending_approval`): the move "
+    "is made when the request is approved, and not at all when it is rejected or recalled.",
     openapi_extra=_MOVE_ANSWERS,
 )
 def move_record(
@@ -424,6 +459,8 @@ def move_record(
     record = result.record
     current = getattr(record, subjects.get(object_type).stage_field)
     change = result.change
+    gated = result.gated
+    pending = gated is not None and gated.request.status == gated.request.Status.PENDING
     return json_response(
         {
             "id": record.pk,
@@ -435,5 +472,19 @@ def move_record(
                 else None
             ),
             "warnings": result.warnings,
-        }
+            "pending_approval": _pending_row(gated) if gated else None,
+        },
+        status=202 if pending else 200,
     )
+
+
+def _pending_row(gated: GatedMove) -> dict[str, Any]:
+    request = gated.request
+    return {
+        "request_id": request.pk,
+        "process_id": request.process_id,
+        "process_name": request.process.label,
+        "status": request.status,
+        "stage": _stage_ref(gated.to_stage),
+        "message": services.gated_message(gated),
+    }

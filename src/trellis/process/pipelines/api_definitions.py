@@ -67,6 +67,10 @@ class StageOut(Output):
     gate_condition: str = Field(description="A CEL condition over the record's fields.")
     gate_message: str
     gate_message_ko: str
+    approval_process_id: int | None = Field(
+        description="For the `approve` gate: the approval process a move into the stage is "
+        "submitted to."
+    )
 
 
 class PipelineOut(Output):
@@ -109,7 +113,8 @@ class StageIn(Input):
     gate: GateName = Field(
         "free",
         description="`free`: any move enters. `warn`: a move whose record fails "
-        "`gate_condition` needs confirming. `require`: the condition must hold.",
+        "`gate_condition` needs confirming. `require`: the condition must hold. `approve`: "
+        "a move is submitted to `approval_process_id` and made once approved.",
     )
     gate_condition: text(max_length=2000) = Field(
         "",
@@ -118,6 +123,12 @@ class StageIn(Input):
     )
     gate_message: text(max_length=300) = Field("", description="Shown when the gate holds a move.")
     gate_message_ko: text(max_length=300) = ""
+    approval_process_id: Id | None = Field(
+        None,
+        description="Needed by `approve`, and only by it: an active approval process of the "
+        "pipeline's kind of record. A move into the stage is made at once when the process's "
+        "entry condition does not hold for the record.",
+    )
 
 
 class PipelineCreate(Input):
@@ -206,6 +217,7 @@ def _stage_row(stage: Stage) -> dict[str, Any]:
         "gate_condition": stage.gate_condition,
         "gate_message": stage.gate_message,
         "gate_message_ko": stage.gate_message_ko,
+        "approval_process_id": stage.approval_process_id,
     }
 
 

@@ -13,6 +13,7 @@ entered, the amount, the currency and the expected close date.
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -29,7 +30,7 @@ from trellis.core.money import format_money
 from trellis.core.visibility import can, visible
 
 from . import subjects
-from .models import Pipeline, Stage, StageChange
+from .models import GatedMove, Pipeline, Stage, StageChange
 
 # Cards per column on the first page of the board, and at most on any page of a column.
 PER_STAGE = 50
@@ -140,6 +141,8 @@ class Card:
     amount: Decimal | None = None
     currency: str = ""
     close_date: dt.date | None = None
+    # A move into an approve stage waiting for its approval.
+    waiting: GatedMove | None = None
 
     @property
     def pk(self) -> int:
@@ -258,6 +261,16 @@ def _card(subject: subjects.Subject, record: Any, stage: Stage, now: dt.datetime
     )
 
 
+def _with_waiting_moves(subject: subjects.Subject, stages: list[Stage], cards: list[Card]) -> None:
+    """Mark the cards whose move into an approve stage waits; one query, and none for a
+    pipeline without an approve gate."""
+    if not cards or not any(s.gate == Stage.Gate.APPROVE for s in stages):
+        return
+    found = waiting_moves(subject.model, [card.pk for card in cards])
+    for card in cards:
+        card.waiting = found.get(card.pk)
+
+
 def _newest_first(subject: subjects.Subject) -> list[Any]:
     # Every record in a stage has the time it entered it, so no NULLs to place.
     return [F(subject.entered_field).desc(), F("pk").desc()]
@@ -321,6 +334,7 @@ def board(
                 cards=[_card(subject, record, stage, now) for record in found],
             )
         )
+    _with_waiting_moves(subject, stages, [card for c in columns for card in c.cards])
     return Board(pipeline, subject, stages, columns, filters, per_stage)
 
 
@@ -346,11 +360,13 @@ def column(
     counts, sums = _totals(subject, records)
     page = list(records.order_by(*_newest_first(subject))[offset : offset + limit])
     now = clock.now()
+    cards = [_card(subject, record, stage, now) for record in page]
+    _with_waiting_moves(subject, list(pipeline.active_stages), cards)
     return pipeline, Column(
         stage=stage,
         count=counts.get(stage.pk, 0),
         sums=sums.get(stage.pk, []),
-        cards=[_card(subject, record, stage, now) for record in page],
+        cards=cards,
         offset=offset,
     )
 
@@ -376,7 +392,9 @@ def card(user: User, object_type: str, pk: int) -> Card | None:
     stage = getattr(record, subject.stage_field)
     if stage is None:
         return None
-    return _card(subject, record, stage, clock.now())
+    found = _card(subject, record, stage, clock.now())
+    _with_waiting_moves(subject, list(stage.pipeline.stages.filter(is_active=True)), [found])
+    return found
 
 
 # A record's stage panel.
@@ -415,6 +433,7 @@ class Panel:
     history: list[Stay]
     startable: list[Startable]  # pipelines a record in no stage may enter
     can_move: bool
+    waiting: GatedMove | None = None  # a move into an approve stage waiting for approval
 
     @property
     def object_type(self) -> str:
@@ -499,7 +518,42 @@ def panel(user: User, record: Any) -> Panel | None:
         history=history(record, now),
         startable=startable,
         can_move=can_move,
+        waiting=_waiting_move(record, stages),
     )
+
+
+# Moves waiting for approval (the approve gate).
+
+
+def _waiting_move(record: Any, stages: list[Stage]) -> GatedMove | None:
+    if not any(s.gate == Stage.Gate.APPROVE for s in stages):
+        return None
+    return waiting_move(record)
+
+
+def waiting_move(record: models.Model) -> GatedMove | None:
+    """The move of ``record`` into an approve stage that waits for its approval, if any."""
+    return (
+        GatedMove.objects.filter(
+            content_type=ContentType.objects.get_for_model(type(record)),
+            object_id=record.pk,
+            request__status="pending",
+        )
+        .select_related("to_stage", "request__process")
+        .first()
+    )
+
+
+def waiting_moves(model: type[models.Model], ids: Sequence[int]) -> dict[int, GatedMove]:
+    """Per record id, the move waiting for approval, for the records among ``ids`` with one."""
+    if not ids:
+        return {}
+    found = GatedMove.objects.filter(
+        content_type=ContentType.objects.get_for_model(model),
+        object_id__in=list(ids),
+        request__status="pending",
+    ).select_related("to_stage", "request__process")
+    return {gated.object_id: gated for gated in found}
 
 
 def record_label(object_type: str) -> str:

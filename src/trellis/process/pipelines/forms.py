@@ -20,6 +20,7 @@ from django.utils.translation import pgettext_lazy
 from trellis.core import registry
 from trellis.core.forms import ServiceForm
 
+from ..approvals.models import ApprovalProcess
 from . import subjects
 from .models import BlackoutWindow, Pipeline, Stage
 from .services import QUARTER_WEEKS
@@ -156,8 +157,17 @@ class StageForm(ServiceForm):
         initial=Stage.Gate.FREE,
         help_text=_(
             "Free: any move may enter. Warn: the mover sees the message and may go on. "
-            "Require: the condition must hold."
+            "Require: the condition must hold. Approve: a move is submitted to the approval "
+            "process and made when it is approved."
         ),
+    )
+    approval_process = forms.TypedChoiceField(
+        label=_("Approval process"),
+        required=False,
+        coerce=int,
+        empty_value=None,
+        choices=lambda: _approval_process_choices(),
+        help_text=_("For the approve gate: an active process for this kind of record."),
     )
     gate_condition = forms.CharField(
         label=_("Gate condition (CEL)"),
@@ -210,9 +220,20 @@ class StageForm(ServiceForm):
             "gate_message": data["gate_message"].strip(),
             "gate_message_ko": data["gate_message_ko"].strip(),
         }
+        # A process left chosen under another gate is not meant: only approve takes one.
+        if data["gate"] == Stage.Gate.APPROVE:
+            stage["approval_process_id"] = data.get("approval_process")
         if data.get("id"):
             stage["id"] = data["id"]
         return stage
+
+
+def _approval_process_choices() -> list[tuple[str, str]]:
+    processes = ApprovalProcess.objects.filter(is_active=True).order_by("object_type", "name")
+    return [
+        ("", "—"),
+        *((str(p.pk), f"{p.label} ({registry.get(p.object_type).label})") for p in processes),
+    ]
 
 
 def stage_initial(stage: Stage, position: int) -> dict[str, Any]:
@@ -231,6 +252,7 @@ def stage_initial(stage: Stage, position: int) -> dict[str, Any]:
         "gate_condition": stage.gate_condition,
         "gate_message": stage.gate_message,
         "gate_message_ko": stage.gate_message_ko,
+        "approval_process": stage.approval_process_id,
     }
 
 

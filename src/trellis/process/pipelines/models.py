@@ -11,6 +11,8 @@ from django.utils.translation import pgettext_lazy
 from trellis.core import clock
 from trellis.core.models import User
 
+from ..approvals.models import ApprovalProcess, ApprovalRequest
+
 
 def _in_language(english: str, korean: str) -> str:
     """The Korean name when the active language is Korean and one is given, else the English."""
@@ -63,6 +65,7 @@ class Stage(models.Model):
         FREE = "free", _("free")
         WARN = "warn", _("warn")
         REQUIRE = "require", _("require")
+        APPROVE = "approve", _("approve")
 
     pipeline = models.ForeignKey(
         Pipeline, verbose_name=_("pipeline"), on_delete=models.CASCADE, related_name="stages"
@@ -87,6 +90,15 @@ class Stage(models.Model):
     gate_condition = models.TextField(_("gate condition"), blank=True, max_length=2000)
     gate_message = models.CharField(_("gate message (English)"), max_length=300, blank=True)
     gate_message_ko = models.CharField(_("gate message (Korean)"), max_length=300, blank=True)
+    # For the approve gate: entering the stage submits the record to this process.
+    approval_process = models.ForeignKey(
+        ApprovalProcess,
+        verbose_name=_("approval process"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
     # A stage that has been used is never deleted, only retired, so history keeps its name.
     is_active = models.BooleanField(_("active"), default=True)
 
@@ -153,6 +165,35 @@ class StageChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.content_type_id}:{self.object_id} {self.from_stage_id}->{self.to_stage_id}"
+
+
+class GatedMove(models.Model):
+    """A move into a stage with an ``approve`` gate, waiting for its approval request. The
+    record stays where it was until the request is approved; the move is then made
+    (``change``). A rejected, recalled or cancelled request leaves the record where it is."""
+
+    request = models.OneToOneField(
+        ApprovalRequest, on_delete=models.CASCADE, related_name="gated_move"
+    )
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="+")
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, related_name="+")
+    object_id = models.BigIntegerField()
+    from_stage = models.ForeignKey(
+        Stage, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    to_stage = models.ForeignKey(Stage, on_delete=models.PROTECT, related_name="+")
+    # Who asked for the move: the submitter of the request, and the actor of the move made.
+    mover = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    at = models.DateTimeField(default=clock.now)
+    change = models.OneToOneField(
+        StageChange, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["content_type", "object_id"], name="gated_move_record")]
+
+    def __str__(self) -> str:
+        return f"{self.content_type_id}:{self.object_id} ->{self.to_stage_id} ({self.request_id})"
 
 
 class BlackoutWindow(models.Model):

@@ -3,6 +3,11 @@
 A move is free in direction and distance. It locks the record, checks its version and the gate
 of the stage entered, writes the record's stage fields, one ``StageChange`` row and the audit
 entry in one transaction, and publishes ``<type>.stage_changed`` after the commit.
+
+A move into a stage with an ``approve`` gate is not made at once: the record is submitted to
+the stage's approval process and stays where it is, with a ``GatedMove`` waiting for the
+request. The move is made when the request is approved, and dropped (with a timeline entry)
+when it is rejected, recalled or cancelled. See docs/decisions/0009-approve-gate.md.
 """
 
 import datetime as dt
@@ -16,8 +21,9 @@ from django.db import IntegrityError, models, transaction
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from trellis.core import audit, clock, events
+from trellis.core import audit, clock, events, records
 from trellis.core.errors import (
+    Conflict,
     NotFound,
     PermissionDenied,
     StaleVersion,
@@ -27,8 +33,11 @@ from trellis.core.models import AuditEvent, User
 from trellis.core.visibility import can, is_admin, visible
 
 from .. import cel
+from ..approvals import services as approvals
+from ..approvals.models import ApprovalProcess, ApprovalRequest
 from . import rollups, subjects
-from .models import BlackoutWindow, Pipeline, Stage, StageChange
+from .board import waiting_move
+from .models import BlackoutWindow, GatedMove, Pipeline, Stage, StageChange
 
 _CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _STAGE_FIELDS = {
@@ -45,6 +54,7 @@ _STAGE_FIELDS = {
     "gate_condition",
     "gate_message",
     "gate_message_ko",
+    "approval_process_id",
 }
 _PIPELINE_FIELDS = {"object_type", "code", "name", "name_ko", "is_default", "is_active", "stages"}
 
@@ -58,8 +68,11 @@ class ConfirmationNeeded(ValidationFailed):
 @dataclass
 class Move:
     record: models.Model
-    change: StageChange | None  # None when the record was already in the stage
+    # None when the record was already in the stage, or waits for approval to enter it.
+    change: StageChange | None
     warnings: list[str]
+    # The move into an approve stage that was submitted for approval instead of made.
+    gated: GatedMove | None = None
 
 
 # Moving records.
@@ -78,7 +91,10 @@ def move(
 
     A ``require`` gate that does not hold refuses the move; a ``warn`` gate refuses it with
     ``ConfirmationNeeded`` unless ``confirm`` is given, and the warning is then kept with the
-    move's answer.
+    move's answer. An ``approve`` gate submits the record to the stage's approval process
+    and leaves it where it is (``Move.gated``), unless the process's entry condition does not
+    hold for it: then no approval is needed and the move is made. While such a move waits,
+    every other move of the record is refused.
     """
     try:
         subject = subjects.get(object_type)
@@ -98,7 +114,15 @@ def move(
         stage = _target_stage(stage_id, subject, current)
         if current is not None and stage.pk == current.pk:
             return Move(record, None, [])
+        waiting = waiting_move(record)
+        if waiting is not None:
+            raise Conflict(_waiting_message(waiting))
         warnings = _check_gate(stage, record, confirm)
+        process = _approval_needed(stage, record)
+        if process is not None:
+            gated = _submit(actor, subject, record, stage, current, process)
+            record.refresh_from_db()
+            return Move(record, gated.change, warnings, gated)
         change = _enter(actor, subject, record, stage, current)
     return Move(record, change, warnings)
 
@@ -170,7 +194,7 @@ def _target_stage(value: Any, subject: subjects.Subject, current: Stage | None) 
 
 
 def _check_gate(stage: Stage, record: models.Model, confirm: bool) -> list[str]:
-    if stage.gate == Stage.Gate.FREE or not stage.gate_condition:
+    if stage.gate in (Stage.Gate.FREE, Stage.Gate.APPROVE) or not stage.gate_condition:
         return []
     if cel.holds(stage.gate_condition, cel.context(record)):
         return []
@@ -185,6 +209,153 @@ def _check_gate(stage: Stage, record: models.Model, confirm: bool) -> list[str]:
             detail=_("%(message)s Confirm to move anyway.") % {"message": message},
         )
     return [message]
+
+
+# The approve gate.
+
+
+def _waiting_message(gated: GatedMove) -> str:
+    return _(
+        "This record waits for approval to enter %(stage)s (%(request)s); it cannot be moved "
+        "until that is decided or recalled."
+    ) % {"stage": gated.to_stage.label, "request": _request_label(gated.request)}
+
+
+def _request_label(request: ApprovalRequest) -> str:
+    return _("%(process)s #%(n)d") % {"process": request.process.label, "n": request.pk}
+
+
+def _approval_needed(stage: Stage, record: models.Model) -> ApprovalProcess | None:
+    """The process a move into ``stage`` must be approved by; None when the stage has no
+    approve gate or the process's entry condition does not hold for the record."""
+    if stage.gate != Stage.Gate.APPROVE:
+        return None
+    process = stage.approval_process
+    if process is None or not process.is_active:
+        message = _(
+            "Entering %(stage)s needs an approval, but its approval process is missing or not "
+            "active; ask an administrator."
+        ) % {"stage": stage.label}
+        raise ValidationFailed({"stage_id": [message]}, detail=message)
+    condition = approvals.current_version(process).entry_condition
+    if condition and not cel.holds(condition, cel.context(record)):
+        return None
+    return process
+
+
+def _submit(
+    actor: User,
+    subject: subjects.Subject,
+    record: models.Model,
+    stage: Stage,
+    current: Stage | None,
+    process: ApprovalProcess,
+) -> GatedMove:
+    """Submit the record to ``process`` for the move into ``stage``; the move waits."""
+    made: list[GatedMove] = []
+
+    def note(request: ApprovalRequest) -> None:
+        gated = GatedMove.objects.create(
+            request=request,
+            pipeline_id=stage.pipeline_id,
+            content_type=ContentType.objects.get_for_model(type(record)),
+            object_id=record.pk,
+            from_stage=current,
+            to_stage=stage,
+            mover=actor,
+            at=request.submitted_at,
+        )
+        _gate_entry(
+            actor,
+            record,
+            _("Waiting for approval to move to %(stage)s: %(request)s")
+            % {"stage": stage.label, "request": _request_label(request)},
+        )
+        made.append(gated)
+
+    request = approvals.submit(
+        actor,
+        subject.object_type,
+        record.pk,
+        process_id=process.pk,
+        comment=_("To move to the stage %(stage)s.") % {"stage": stage.label},
+        started=note,
+    )
+    gated = made[0]
+    gated.refresh_from_db()  # the move is made already if the process approved at once
+    gated.request = request
+    return gated
+
+
+def gated_message(gated: GatedMove) -> str:
+    """What the mover is told of a move into an approve stage."""
+    request = gated.request
+    values = {
+        "process": request.process.label,
+        "n": request.pk,
+        "stage": gated.to_stage.label,
+    }
+    if request.status == ApprovalRequest.Status.PENDING:
+        return (
+            _(
+                "Submitted for approval: %(process)s, request #%(n)d. The record moves to "
+                "%(stage)s when it is approved."
+            )
+            % values
+        )
+    if request.status == ApprovalRequest.Status.APPROVED:
+        return _("Approved at once (%(process)s, request #%(n)d): moved to %(stage)s.") % values
+    return _("Not moved to %(stage)s: %(process)s, request #%(n)d, was %(status)s.") % {
+        **values,
+        "status": request.get_status_display(),
+    }
+
+
+def _gate_entry(actor: User | None, record: models.Model, text: str) -> None:
+    """An entry on the record's timeline, beside those of its approval request."""
+    audit.record(actor, record, AuditEvent.Action.UPDATED, {"approval": [None, text]}, str(record))
+
+
+def _approval_finished(
+    request: ApprovalRequest, record: models.Model | None, actor: User | None, now: dt.datetime
+) -> None:
+    """Make the move that waited for ``request`` when it is approved; drop it otherwise."""
+    # The request's row lock, taken by every service that ends it, serialises this too.
+    gated = GatedMove.objects.select_related("to_stage", "mover").filter(request=request).first()
+    if gated is None or record is None:
+        return
+    stage = gated.to_stage
+    subject = subjects.for_model(type(record))
+    current = _current_stage(subject, record) if subject else None
+    if request.status != ApprovalRequest.Status.APPROVED:
+        _gate_entry(
+            actor,
+            record,
+            _("Not moved to %(stage)s: %(request)s was %(status)s.")
+            % {
+                "stage": stage.label,
+                "request": _request_label(request),
+                "status": request.get_status_display(),
+            },
+        )
+        return
+    if not stage.is_active or (current is not None and current.pipeline_id != stage.pipeline_id):
+        # The stage was retired while the request ran.
+        _gate_entry(
+            actor,
+            record,
+            _("Not moved to %(stage)s: the stage is no longer in use.") % {"stage": stage.label},
+        )
+        return
+    if current is not None and current.pk == stage.pk:
+        return
+    # What the process decided: neither the lock nor reopening approval applies to it.
+    with approvals.engine_writing():
+        gated.change = _enter(gated.mover, subject, record, stage, current)
+    gated.save(update_fields=["change"])
+
+
+approvals.on_finish(_approval_finished)
 
 
 def _enter(
@@ -230,6 +401,9 @@ def _enter(
         changed += ["version", "updated_at"]
     if record.pk is not None and not record._state.adding:
         record.save(update_fields=changed)
+        if actor is not None:
+            # A record locked by a pending approval refuses a move like any other edit.
+            records.check_write(actor, record, changed)
     change = StageChange.objects.create(
         pipeline_id=stage.pipeline_id,
         content_type=ContentType.objects.get_for_model(type(record)),
@@ -412,7 +586,7 @@ def _checked_stages(
         if stage is None:
             errors[prefix + "id"] = [_("No such stage in this pipeline.")]
             continue
-        _checked_stage(stage, item, prefix, fields, errors)
+        _checked_stage(stage, item, prefix, fields, object_type, errors)
         if stage.code in codes:
             errors[prefix + "code"] = [_("Two stages have this code.")]
         codes.add(stage.code)
@@ -432,6 +606,7 @@ def _checked_stage(
     item: Mapping[str, Any],
     prefix: str,
     fields: set[str],
+    object_type: str | None,
     errors: dict[str, list[str]],
 ) -> None:
     def text(name: str, limit: int, required: str = "") -> str:
@@ -488,7 +663,7 @@ def _checked_stage(
         ]
     stage.gate = item.get("gate", stage.gate)
     if stage.gate not in Stage.Gate.values:
-        errors[prefix + "gate"] = [_("Choose free, warn or require.")]
+        errors[prefix + "gate"] = [_("Choose free, warn, require or approve.")]
     stage.gate_condition = text("gate_condition", 2000)
     stage.gate_message = text("gate_message", 300)
     stage.gate_message_ko = text("gate_message_ko", 300)
@@ -500,6 +675,48 @@ def _checked_stage(
                 cel.check(stage.gate_condition, fields)
             except cel.ConditionError as exc:
                 errors[prefix + "gate_condition"] = [str(exc)]
+    _checked_approval_process(stage, item, prefix, object_type, errors)
+
+
+def _checked_approval_process(
+    stage: Stage,
+    item: Mapping[str, Any],
+    prefix: str,
+    object_type: str | None,
+    errors: dict[str, list[str]],
+) -> None:
+    """An approve gate names an active approval process of the pipeline's kind of record; no
+    other gate names one."""
+    key = prefix + "approval_process_id"
+    value = item.get("approval_process_id", stage.approval_process_id)
+    if stage.gate != Stage.Gate.APPROVE:
+        if value not in (None, ""):
+            errors[key] = [_("Only an approve gate takes an approval process.")]
+        stage.approval_process = None
+        return
+    if stage.gate_condition:
+        errors[prefix + "gate_condition"] = [
+            _(
+                "An approve gate has no condition of its own: the process's entry condition says "
+                "when approval is needed."
+            )
+        ]
+    process = None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        process = ApprovalProcess.objects.filter(pk=value).first()
+    if value in (None, ""):
+        errors[key] = [_("An approve gate needs an approval process.")]
+    elif process is None:
+        errors[key] = [_("No such approval process.")]
+    elif process.object_type != object_type:
+        errors[key] = [
+            _("This approval process is for another kind of record (%(type)s).")
+            % {"type": process.object_type}
+        ]
+    elif not process.is_active:
+        errors[key] = [_("This approval process is not active.")]
+    else:
+        stage.approval_process = process
 
 
 def _activities_ok(value: Any) -> bool:

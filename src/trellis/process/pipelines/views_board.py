@@ -6,7 +6,8 @@ the user may see, newest-entered first. With JavaScript a card is dragged to ano
 every card has a "Move to" form that posts to ``move``, as the stage panel of a record's page
 does. ``move`` redirects back with a message: a ``warn`` gate not met shows its message with a
 "Move anyway" button first; a refused move (a ``require`` gate, a stale version, a stage that
-does not fit) changes nothing and says why.
+does not fit) changes nothing and says why; a move into an ``approve`` stage says it was
+submitted for approval, and the card shows it waiting.
 """
 
 from django.contrib import messages
@@ -194,15 +195,20 @@ def move_record(request: HttpRequest, object_type: str, pk: int) -> HttpResponse
             ),
         )
         return redirect(next_url)
-    except errors.ValidationFailed as failure:
-        reasons = [str(m) for ms in failure.errors.values() for m in ms]
+    except (errors.ValidationFailed, errors.Conflict) as failure:
+        reasons = [str(m) for ms in getattr(failure, "errors", {}).values() for m in ms]
         messages.error(
             request,
             _("Not moved: %(reasons)s") % {"reasons": " ".join(reasons) or failure.detail},
         )
         return redirect(next_url)
     stage = getattr(result.record, subjects.get(object_type).stage_field)
-    if result.change is None:
+    if result.gated is not None:
+        approved = result.gated.request.status == result.gated.request.Status.APPROVED
+        (messages.success if approved else messages.info)(
+            request, services.gated_message(result.gated)
+        )
+    elif result.change is None:
         messages.info(
             request,
             _("%(record)s is already in %(stage)s.")

@@ -9,6 +9,8 @@
  *     record is now, and the board says so;
  *   - on "Confirmation needed" (a warn gate) the user is asked, and the move is sent again
  *     with confirm: true, or undone;
+ *   - on 202 with pending_approval (an approve gate) the record was submitted for approval
+ *     and stays where it is: the card is fetched again, back in its column with a badge;
  *   - on any other refusal the card goes back where it was and the message is shown.
  * Without JavaScript every card has a "Move to" form that does the same through the page.
  */
@@ -161,6 +163,17 @@
       return;
     } finally {
       card.classList.remove("is-moving");
+    }
+    const pending = response.ok ? body.pending_approval : null;
+    if (pending && pending.status !== "approved") {
+      // Not moved (yet): counted out of the target, in again where the record still is.
+      tally(move.target, card, -1);
+      const fresh = await refresh(card);
+      if (fresh) {
+        tally(fresh.closest(".board-column"), fresh, 1);
+      }
+      say(pending.message || text.textPending, pending.status === "pending" ? "" : "warning");
+      return;
     }
     if (response.ok) {
       await refresh(card);

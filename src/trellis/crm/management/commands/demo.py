@@ -44,6 +44,7 @@ from trellis.crm.models import (
 from trellis.process.pipelines import rollups
 from trellis.process.pipelines.models import StageChange
 
+from .. import demo_approvals
 from .. import demo_data as D
 from ..demo_stages import StageHistories
 
@@ -261,6 +262,8 @@ class _Generator:
         self._contacts()
         self._leads(scale // 2)
         self._opportunities(scale)
+        if not self.bulk:
+            self.counts["approval requests"] = demo_approvals.create(self.users)
         # The stage changes were written as rows; the reports read them summed per day.
         started = time.monotonic()
         self.counts["stage changes summed"] = rollups.rebuild()

@@ -1,0 +1,202 @@
+"""Reads of approvals. A request is seen by whoever sees its record, and by the people it
+involves (submitter, approvers, the process owner), who need it to act; anyone else gets 404."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models import Exists, OuterRef, Q
+from django.utils.translation import gettext as _
+
+from trellis.core import clock
+from trellis.core.errors import NotFound
+from trellis.core.models import User
+from trellis.core.visibility import is_admin, visible
+
+from . import subjects
+from .models import (
+    ApprovalAssignment,
+    ApprovalEvent,
+    ApprovalProcess,
+    ApprovalRequest,
+    ApprovalStepRun,
+    Delegation,
+    ExceptionRequest,
+)
+
+
+def _involved(user: User) -> Q:
+    mine = ApprovalAssignment.objects.filter(request=OuterRef("pk"), user=user)
+    return Q(submitter=user) | Q(process__owner=user) | Q(Exists(mine))
+
+
+def visible_requests(user: User) -> models.QuerySet[ApprovalRequest]:
+    requests = ApprovalRequest.objects.select_related(
+        "process", "process_version", "submitter", "content_type"
+    )
+    if is_admin(user):
+        return requests
+    seen = _involved(user)
+    for subject in subjects.all_subjects():
+        content_type = ContentType.objects.get_for_model(subject.model)
+        seen |= Q(
+            content_type=content_type,
+            object_id__in=visible(user, subject.model).values("pk"),
+        )
+    return requests.filter(seen)
+
+
+def may_see(user: User, request: ApprovalRequest) -> bool:
+    return visible_requests(user).filter(pk=request.pk).exists()
+
+
+def get(user: User, pk: int) -> ApprovalRequest:
+    found = visible_requests(user).filter(pk=pk).first()
+    if found is None:
+        raise NotFound(_("No such approval request."))
+    return found
+
+
+def for_record(record: models.Model) -> list[ApprovalRequest]:
+    """Every request about a record the caller has shown to be visible, newest first."""
+    return list(
+        ApprovalRequest.objects.filter(
+            content_type=ContentType.objects.get_for_model(type(record)), object_id=record.pk
+        )
+        .select_related("process", "process_version", "submitter")
+        .order_by("-submitted_at", "-pk")
+    )
+
+
+@dataclass
+class InboxRow:
+    assignment: ApprovalAssignment
+    request: ApprovalRequest
+    step: ApprovalStepRun
+    record: Any
+    overdue: bool
+
+
+def inbox(user: User, limit: int = 100) -> list[InboxRow]:
+    """The steps waiting for ``user``'s decision, the soonest due first."""
+    assignments = (
+        ApprovalAssignment.objects.filter(
+            user=user,
+            status=ApprovalAssignment.Status.PENDING,
+            step_run__status=ApprovalStepRun.Status.PENDING,
+        )
+        .select_related(
+            "request__process",
+            "request__submitter",
+            "request__content_type",
+            "step_run",
+            "on_behalf_of",
+        )
+        .order_by(models.F("step_run__due_at").asc(nulls_last=True), "pk")[:limit]
+    )
+    now = clock.now()
+    rows = list(assignments)
+    records = _records([a.request for a in rows])
+    return [
+        InboxRow(
+            assignment=a,
+            request=a.request,
+            step=a.step_run,
+            record=records.get((a.request.content_type_id, a.request.object_id)),
+            overdue=a.step_run.due_at is not None and a.step_run.due_at < now,
+        )
+        for a in rows
+    ]
+
+
+def inbox_counts(user: User) -> dict[str, int]:
+    waiting = ApprovalAssignment.objects.filter(
+        user=user,
+        status=ApprovalAssignment.Status.PENDING,
+        step_run__status=ApprovalStepRun.Status.PENDING,
+    )
+    return {
+        "waiting": waiting.count(),
+        "overdue": waiting.filter(step_run__due_at__lt=clock.now()).count(),
+    }
+
+
+def _records(requests: list[ApprovalRequest]) -> dict[tuple[int, int], Any]:
+    """The records of ``requests``, one query per kind of record."""
+    wanted: dict[int, set[int]] = {}
+    for request in requests:
+        wanted.setdefault(request.content_type_id, set()).add(request.object_id)
+    found = {}
+    for content_type_id, ids in wanted.items():
+        model = ContentType.objects.get_for_id(content_type_id).model_class()
+        if model is None:
+            continue
+        for pk, record in model._default_manager.in_bulk(ids).items():
+            found[(content_type_id, pk)] = record
+    return found
+
+
+def steps_of(request: ApprovalRequest) -> list[ApprovalStepRun]:
+    return list(
+        ApprovalStepRun.objects.filter(request=request)
+        .prefetch_related(
+            models.Prefetch(
+                "assignments",
+                queryset=ApprovalAssignment.objects.select_related("user", "on_behalf_of").order_by(
+                    "pk"
+                ),
+            )
+        )
+        .order_by("seq")
+    )
+
+
+def history_of(request: ApprovalRequest) -> list[ApprovalEvent]:
+    return list(
+        ApprovalEvent.objects.filter(request=request)
+        .select_related("actor", "on_behalf_of")
+        .order_by("at", "pk")
+    )
+
+
+def exceptions_of(request: ApprovalRequest) -> list[ExceptionRequest]:
+    return list(
+        ExceptionRequest.objects.filter(request=request)
+        .select_related("requested_by", "decided_by", "process")
+        .order_by("requested_at", "pk")
+    )
+
+
+def exceptions_for_record(record: models.Model) -> list[ExceptionRequest]:
+    return list(
+        ExceptionRequest.objects.filter(
+            content_type=ContentType.objects.get_for_model(type(record)), object_id=record.pk
+        )
+        .select_related("requested_by", "decided_by", "process")
+        .order_by("-requested_at", "-pk")
+    )
+
+
+def exceptions_to_decide(user: User) -> models.QuerySet[ExceptionRequest]:
+    """Pending exception requests ``user`` may decide."""
+    pending = ExceptionRequest.objects.filter(status=ExceptionRequest.Status.PENDING)
+    if not is_admin(user):
+        pending = pending.filter(process__owner=user).exclude(requested_by=user)
+    return pending.select_related("requested_by", "process", "request").order_by("requested_at")
+
+
+def processes(user: User) -> models.QuerySet[ApprovalProcess]:
+    """Processes of the kinds of record the user may see."""
+    from trellis.core.visibility import can
+
+    types = [s.object_type for s in subjects.all_subjects() if can(user, "view", s.object_type)]
+    return ApprovalProcess.objects.filter(object_type__in=types).select_related("owner")
+
+
+def delegations(user: User) -> models.QuerySet[Delegation]:
+    return (
+        Delegation.objects.filter(user=user, ends_at__gt=clock.now())
+        .select_related("delegate")
+        .order_by("starts_at")
+    )

@@ -1,0 +1,275 @@
+"""Approvals through the JSON API and the pages: the same services, the same answers."""
+
+import threading
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from trellis.core.models import User
+from trellis.process.approvals import services
+from trellis.process.approvals.models import ApprovalAssignment, ApprovalEvent, ApprovalRequest
+
+from ...api.conftest import assert_problem, token_client
+from ...concurrency import OwnConnections
+from .conftest import deal, define, fresh, step
+
+
+def test_define_submit_decide_through_the_api(people):
+    p = people
+    admin = token_client(p["admin"])
+    bad = admin.post(
+        "approval-processes",
+        {"object_type": "opportunity", "code": "x", "name": "X", "steps": [step(timeout_hours=0)]},
+    )
+    assert_problem(bad, 422, "steps.0.timeout_hours")
+    bad = admin.post(
+        "approval-processes",
+        {"object_type": "opportunity", "code": "x", "name": "X", "entry_condition": "amount >"},
+    )
+    body = assert_problem(bad, 422, "entry_condition", "steps")
+    assert "line 1" in str(body["errors"])
+    made = admin.post(
+        "approval-processes",
+        {
+            "object_type": "opportunity",
+            "code": "big",
+            "name": "Big",
+            "entry_condition": "amount > 50000000.0",
+            "steps": [step()],
+        },
+    )
+    assert made.status_code == 201, made.content
+    process = made.json()
+    assert token_client(p["boss"]).post("approval-processes", {}).status_code in (403, 422)
+
+    seller = token_client(p["seller"])
+    opportunity = deal(p["seller"])
+    submitted = seller.post(
+        "approval-requests", {"object_type": "opportunity", "object_id": opportunity.pk}
+    )
+    assert submitted.status_code == 201, submitted.content
+    request_id = submitted.json()["id"]
+    assert submitted.json()["steps"][0]["approvers"][0]["user_id"] == p["boss"].pk
+
+    boss = token_client(p["boss"])
+    inbox = boss.get("approvals/inbox").json()
+    assert (inbox["waiting"], inbox["items"][0]["request_id"]) == (1, request_id)
+    assert_problem(boss.post(f"approval-requests/{request_id}/reject", {}), 422, "comment")
+    approved = boss.post(f"approval-requests/{request_id}/approve", {"comment": "ok"})
+    assert approved.json()["status"] == "approved"
+    assert_problem(boss.post(f"approval-requests/{request_id}/approve", {}), 409)
+    assert ApprovalEvent.objects.filter(kind="step_approved").count() == 1
+
+    republished = admin.put(f"approval-processes/{process['id']}", {"name": "Bigger", "version": 1})
+    assert republished.json()["version"] == 2
+    stale = admin.put(f"approval-processes/{process['id']}", {"name": "Old", "version": 1})
+    assert assert_problem(stale, 409)["current"]["version"] == 2
+
+
+def test_hidden_requests_are_404_and_exceptions_through_the_api(people, outsider):
+    p = people
+    define(p["admin"], owner_id=p["director"].pk)
+    request = services.submit(p["seller"], "opportunity", deal(p["seller"]).pk)
+    assert_problem(token_client(outsider).get(f"approval-requests/{request.pk}"), 404)
+    assert_problem(token_client(outsider).post(f"approval-requests/{request.pk}/approve"), 404)
+
+    asked = token_client(p["seller"]).post(
+        f"approval-requests/{request.pk}/exceptions", {"kind": "cancel", "reason": "Lost"}
+    )
+    assert asked.status_code == 201, asked.content
+    director = token_client(p["director"])
+    [listed] = director.get("approval-exceptions").json()
+    decided = director.post(f"approval-exceptions/{listed['id']}/decide", {"grant": True})
+    assert decided.json()["status"] == "granted"
+    assert fresh(request).status == "cancelled"
+
+
+def test_delegation_through_the_api(people):
+    api = token_client(people["boss"])
+    bad = api.post(
+        "approvals/delegations",
+        {
+            "delegate_id": people["boss"].pk,
+            "starts_at": "2026-03-03T00:00:00+09:00",
+            "ends_at": "2026-03-02T00:00:00+09:00",
+        },
+    )
+    assert_problem(bad, 422)
+    made = api.post(
+        "approvals/delegations",
+        {
+            "delegate_id": people["director"].pk,
+            "starts_at": "2026-03-03T00:00:00+09:00",
+            "ends_at": "2026-03-10T00:00:00+09:00",
+        },
+    )
+    assert made.status_code == 201, made.content
+    assert len(api.get("approvals/delegations").json()) == 1
+    assert api.delete(f"approvals/delegations/{made.json()['id']}").status_code == 204
+
+
+def _browser(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_record_panel_the_inbox_and_deciding_from_the_inbox(people):
+    p = people
+    define(p["admin"])
+    opportunity = deal(p["seller"])
+    page = _browser(p["seller"]).get(f"/crm/opportunities/{opportunity.pk}/")
+    assert "Submit for approval" in page.content.decode()
+    submitted = _browser(p["seller"]).post(
+        f"/approvals/submit/opportunity/{opportunity.pk}/",
+        {"next": f"/crm/opportunities/{opportunity.pk}/"},
+    )
+    assert submitted.status_code == 302
+    request = ApprovalRequest.objects.get()
+    page = _browser(p["seller"]).get(f"/crm/opportunities/{opportunity.pk}/").content.decode()
+    assert f"#{request.pk}" in page and "locked" in page
+
+    boss = _browser(p["boss"])
+    inbox = boss.get("/approvals/").content.decode()
+    assert f"/approvals/requests/{request.pk}/" in inbox
+    refused = boss.post(f"/approvals/requests/{request.pk}/reject/", {"comment": ""}, follow=True)
+    assert "Say why you reject it." in refused.content.decode()
+    assert fresh(request).status == "pending"
+    boss.post(f"/approvals/requests/{request.pk}/approve/", {"next": "/approvals/"})
+    assert fresh(request).status == "approved"
+    detail = boss.get(f"/approvals/requests/{request.pk}/")
+    assert detail.status_code == 200
+    assert _browser(p["admin"]).get("/approvals/processes/").status_code == 200
+    assert _browser(p["boss"]).get("/approvals/processes/").status_code == 404
+
+
+def test_an_admin_defines_a_process_on_the_page(people):
+    admin = _browser(people["admin"])
+    data = {
+        "object_type": "opportunity",
+        "code": "page-made",
+        "name": "From the page",
+        "owner_id": people["admin"].pk,
+        "is_active": "on",
+        "entry_condition": "amount > ",
+        "steps": "[]",
+        "actions": "{}",
+    }
+    refused = admin.post("/approvals/processes/new/", data)
+    assert refused.status_code == 422
+    assert "Give at least one step." in refused.content.decode()
+    data.update(
+        entry_condition="amount > 1.0", steps='[{"name": "M", "approvers": [{"kind": "manager"}]}]'
+    )
+    assert admin.post("/approvals/processes/new/", data).status_code == 302
+
+
+def test_exception_cancel_and_unlock_on_the_page(people):
+    p = people
+    define(p["admin"], owner_id=p["director"].pk)
+    request = services.submit(p["seller"], "opportunity", deal(p["seller"]).pk)
+    seller = _browser(p["seller"])
+    seller.post(
+        f"/approvals/requests/{request.pk}/exceptions/", {"kind": "unlock", "reason": "Typo"}
+    )
+    seller.post(
+        f"/approvals/requests/{request.pk}/exceptions/", {"kind": "cancel", "reason": "Lost"}
+    )
+    director = _browser(p["director"])
+    page = director.get(f"/approvals/requests/{request.pk}/").content.decode()
+    assert page.count("Grant") == 2
+    from trellis.process.approvals.models import ExceptionRequest
+
+    unlock, cancel = ExceptionRequest.objects.order_by("pk")
+    director.post(
+        f"/approvals/exceptions/{unlock.pk}/decide/", {"decision": "refuse", "note": "No"}
+    )
+    director.post(f"/approvals/exceptions/{cancel.pk}/decide/", {"decision": "grant"})
+    assert [e.status for e in ExceptionRequest.objects.order_by("pk")] == ["refused", "granted"]
+    assert fresh(request).status == "cancelled"
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="row locks between connections need PostgreSQL"
+)
+def test_two_approvers_at_once_record_exactly_one_decision(transactional_db):
+    from tests import factories
+    from trellis.core.models import Role
+
+    admin = factories.user(Role.ADMIN, username="admin")
+    boss = factories.user(Role.MANAGER, username="boss")
+    twin = factories.user(Role.MANAGER, username="twin")
+    seller = factories.user(Role.SALES, username="seller", manager=boss)
+    users = [{"kind": "user", "user_id": u.pk} for u in (boss, twin)]
+    define(
+        admin,
+        steps=[
+            step(approvers=users),
+            step("Second", approvers=[{"kind": "user", "user_id": admin.pk}]),
+        ],
+    )
+    start = threading.Barrier(3, timeout=30)
+
+    def decide(user: User, approve: bool):
+        def run():
+            actor = User.objects.get(pk=user.pk)
+            start.wait()
+            if approve:
+                return services.approve(actor, request.pk)
+            return services.reject(actor, request.pk, comment="no")
+
+        return run
+
+    for _round in range(3):
+        request = services.submit(seller, "opportunity", deal(seller).pk)
+        outcomes = OwnConnections().run(decide(boss, True), decide(boss, True), decide(twin, False))
+        errors = [o for o in outcomes if isinstance(o, Exception)]
+        assert len(errors) == 2, outcomes
+        decided = ApprovalAssignment.objects.filter(request=request).exclude(status="pending")
+        assert decided.exclude(status="closed").count() == 1
+        stored = fresh(request)
+        assert (stored.status, stored.step_index) in {("pending", 1), ("rejected", 0)}
+        assert ApprovalEvent.objects.filter(request=request, kind="step_started").count() == (
+            2 if stored.status == "pending" else 1
+        )
+        ApprovalRequest.objects.filter(pk=request.pk).update(status="cancelled")
+
+
+def test_the_out_of_office_page_sets_and_ends_a_delegate(people):
+    boss = _browser(people["boss"])
+    assert boss.get("/approvals/delegation/").status_code == 200
+    refused = boss.post(
+        "/approvals/delegation/",
+        {
+            "delegate": people["director"].pk,
+            "starts_at": "2026-03-05 09:00",
+            "ends_at": "2026-03-04 09:00",
+        },
+    )
+    assert refused.status_code == 422
+    assert "The end comes after the start." in refused.content.decode()
+    made = boss.post(
+        "/approvals/delegation/",
+        {
+            "delegate": people["director"].pk,
+            "starts_at": "2026-03-03 09:00",
+            "ends_at": "2026-03-06 18:00",
+        },
+    )
+    assert made.status_code == 302
+    from trellis.process.approvals.models import Delegation
+
+    delegation = Delegation.objects.get()
+    assert delegation.delegate == people["director"]
+    boss.post(f"/approvals/delegation/{delegation.pk}/end/")
+    assert Delegation.objects.get().ends_at <= delegation.ends_at
+
+
+def test_the_owner_sees_exceptions_to_decide_in_the_inbox(people):
+    p = people
+    define(p["admin"], owner_id=p["director"].pk)
+    request = services.submit(p["seller"], "opportunity", deal(p["seller"]).pk)
+    services.request_exception(p["seller"], request.pk, "unlock", "Wrong contact")
+    page = _browser(p["director"]).get("/approvals/").content.decode()
+    assert "Exception requests to decide" in page and "Wrong contact" in page
