@@ -39,7 +39,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -354,6 +354,18 @@ class _Want:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+class _Timer(NamedTuple):
+    """An ``AlertTimer`` row as the sync reads it."""
+
+    pk: int
+    rule_id: int
+    object_id: int
+    slot: str
+    occurrence: str
+    due_at: dt.datetime | None
+    since: dt.datetime | None
+
+
 def _local_midnight(day: dt.date) -> dt.datetime:
     return timezone.make_aware(
         dt.datetime.combine(day, dt.time.min), timezone.get_default_timezone()
@@ -442,7 +454,7 @@ def _wanted(
     subject: subjects.Subject,
     record: Any,
     stage: Stage,
-    timers: Mapping[str, AlertTimer],
+    timers: Mapping[str, _Timer],
     facts: _Facts,
     *,
     now: dt.datetime,
@@ -546,10 +558,12 @@ def _sync(
     content_type = _content_type(subject)
     stages = stages if stages is not None else _stages_of(pipeline_id)
     ids = [record.pk for record in records]
-    existing: dict[tuple[int, int], dict[str, AlertTimer]] = defaultdict(dict)
-    for timer in AlertTimer.objects.filter(
+    existing: dict[tuple[int, int], dict[str, _Timer]] = defaultdict(dict)
+    # Plain rows, not model instances: a sweep reads thousands, and only compares them.
+    for row in AlertTimer.objects.filter(
         rule_id__in=[rule.pk for rule in timed], content_type=content_type, object_id__in=ids
-    ):
+    ).values_list(*_Timer._fields):
+        timer = _Timer(*row)
         existing[(timer.rule_id, timer.object_id)][timer.slot] = timer
     facts = _Facts(subject, content_type, records)
     wants: list[_Want] = []
