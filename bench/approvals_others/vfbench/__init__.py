@@ -1,0 +1,1 @@
+"""A minimal Django project for the viewflow side of the approvals benchmark."""
