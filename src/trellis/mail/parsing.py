@@ -745,3 +745,46 @@ def automated(msg: Message, headers: dict[str, str], subject: str, from_address:
 
 def _shown(value: str) -> str:
     return one_line(decode_header(value)[0])[:100]
+
+
+# The new part of a reply.
+
+_ATTRIBUTION = re.compile(
+    r"^\s*(?:"
+    r"on\b.{0,300}\bwrote:"  # On Tue, 3 Mar 2026, Trellis <...> wrote:
+    r"|.{0,300}님이\s*작성:"  # 2026년 3월 3일 (화) 오전 10:00, Trellis <...>님이 작성:
+    r"|-{2,}\s*(?:original message|forwarded message|원본 메시지|전달된 메시지)\s*-{2,}"
+    r"|_{10,}"  # Outlook's rule above the quoted headers
+    r")\s*$",
+    re.IGNORECASE,
+)
+# "On …" with "… wrote:" on the next line, as long attributions are wrapped.
+_WRAPPED_ATTRIBUTION = (
+    re.compile(r"^\s*on\b", re.IGNORECASE),
+    re.compile(r"\bwrote:\s*$", re.IGNORECASE),
+)
+_QUOTED_HEADER = re.compile(r"^\s*(?:from|보낸 사람|보낸사람):\s", re.IGNORECASE)
+_QUOTED_DATE = re.compile(r"^\s*(?:sent|date|보낸 날짜|날짜):\s", re.IGNORECASE)
+
+
+def strip_quoted(text: str) -> str:
+    """The reply without the message it quotes: from the attribution line ("On … wrote:",
+    "…님이 작성:", an Outlook header block) on, lines starting with ">", and the signature."""
+    lines = (text or "").splitlines()
+    kept: list[str] = []
+    for index, line in enumerate(lines):
+        if line.rstrip() == "--" or line == "-- ":
+            break
+        if _ATTRIBUTION.match(line):
+            break
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if _WRAPPED_ATTRIBUTION[0].match(line) and _WRAPPED_ATTRIBUTION[1].search(following):
+            break
+        if _QUOTED_HEADER.match(line) and any(
+            _QUOTED_DATE.match(following) for following in lines[index + 1 : index + 4]
+        ):
+            break
+        if line.lstrip().startswith(">"):
+            continue
+        kept.append(line)
+    return "\n".join(kept).strip()

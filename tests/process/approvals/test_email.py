@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from trellis.core.errors import NotFound
 from trellis.core.models import User
-from trellis.mail import inbound, routing
+from trellis.mail import inbound, parsing, routing
 from trellis.mail.models import InboundMessage, OutboundMessage
 from trellis.process import mailreplies
 from trellis.process.approvals import emailed, services
@@ -278,7 +278,7 @@ def test_decision_words(text, expected):
 
 def test_a_comment_that_looks_like_a_header_is_kept():
     text = "REJECT\nFrom: the customer's last mail\n보고서 작성: 다음 주\n> quoted"
-    assert emailed.read_decision(emailed.strip_quoted(text)) == (
+    assert emailed.read_decision(parsing.strip_quoted(text)) == (
         False,
         "From: the customer's last mail\n보고서 작성: 다음 주",
     )
@@ -296,7 +296,7 @@ def test_a_comment_that_looks_like_a_header_is_kept():
     ],
 )
 def test_quoted_text_is_not_part_of_the_comment(text):
-    assert emailed.read_decision(emailed.strip_quoted(text)) == (True, "fine")
+    assert emailed.read_decision(parsing.strip_quoted(text)) == (True, "fine")
 
 
 def test_reply_approve_decides_for_the_sender(pending, people):

@@ -1443,26 +1443,28 @@ def guard_write(actor: User, instance: models.Model, changed: frozenset[str] | N
     subject = subjects.for_model(type(instance))
     if subject is None or _engine_writing.get():
         return
-    pending = pending_request(instance)
-    if pending is not None:
-        if changed is None:
-            if not is_admin(actor):
-                raise records.RecordLocked(_locked_message(pending))
-            # An administrator deletes the record: its request ends with it.
-            _finish(pending, None, Status.CANCELLED, actor, clock.now(), run_actions=False)
-            return
-        if not _may_edit_locked(actor, pending, changed):
-            raise records.RecordLocked(_locked_message(pending))
-        return
-    if not changed:
-        return
+    # One query on every guarded write: the pending request if there is one, else the latest.
     last = (
         ApprovalRequest.objects.filter(content_type=_content_type(instance), object_id=instance.pk)
         .select_related("process", "process_version")
-        .order_by("-submitted_at", "-pk")
+        .order_by(
+            models.Case(models.When(status=Status.PENDING, then=0), default=1),
+            "-submitted_at",
+            "-pk",
+        )
         .first()
     )
-    if last is None or last.status != Status.APPROVED:
+    if last is not None and last.status == Status.PENDING:
+        if changed is None:
+            if not is_admin(actor):
+                raise records.RecordLocked(_locked_message(last))
+            # An administrator deletes the record: its request ends with it.
+            _finish(last, None, Status.CANCELLED, actor, clock.now(), run_actions=False)
+            return
+        if not _may_edit_locked(actor, last, changed):
+            raise records.RecordLocked(_locked_message(last))
+        return
+    if not changed or last is None or last.status != Status.APPROVED:
         return
     touched = sorted(changed & set(last.process_version.material_fields))
     if touched:
