@@ -17,6 +17,13 @@ from ... import factories
 START = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)
 
 
+@pytest.fixture(autouse=True)
+def tasks_at_once(settings):
+    """Queued tasks (the approvers' notices and e-mails) run when they are enqueued, in the
+    caller's transaction; tests of the queue itself switch back to the database backend."""
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+
+
 @pytest.fixture
 def clock(time_machine):
     time_machine.move_to(START, tick=False)

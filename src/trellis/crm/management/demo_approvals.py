@@ -47,7 +47,7 @@ _MOVED: dict[type[models.Model], tuple[str, ...]] = {
         "escalated_at",
         "timer_at",
     ),
-    ApprovalAssignment: ("created_at", "decided_at"),
+    ApprovalAssignment: ("created_at", "decided_at", "due_at", "told_at"),
     ApprovalEvent: ("at",),
     ExceptionRequest: ("requested_at", "decided_at", "unlocked_until"),
     AuditEvent: ("at",),

@@ -389,6 +389,8 @@ def inbox(request: HttpRequest) -> HttpResponse:
     return json_response(
         {
             **queries.inbox_counts(user),
+            # ``waiting`` and ``overdue`` stop at this number: equal to it means "at least".
+            "counts_capped_at": queries.COUNT_CAP,
             "items": [
                 {
                     "request_id": row.request.pk,
@@ -397,7 +399,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
                     "object_id": row.request.object_id,
                     "record": str(row.record) if row.record else None,
                     "step": row.step.name,
-                    "due_at": row.step.due_at,
+                    "due_at": row.assignment.due_at,
                     "overdue": row.overdue,
                     "on_behalf_of_id": row.assignment.on_behalf_of_id,
                 }

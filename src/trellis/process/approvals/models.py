@@ -221,6 +221,12 @@ class ApprovalAssignment(models.Model):
     created_at = models.DateTimeField(default=clock.now)
     decided_at = models.DateTimeField(null=True, blank=True)
     comment = models.TextField(blank=True, max_length=4000)
+    # The step run's due time again, kept in step by the services, so the inbox reads its
+    # first page in due order from one index instead of joining every waiting row first.
+    due_at = models.DateTimeField(null=True, blank=True)
+    # When the approver's notice and e-mail were written: a task does it after the decision
+    # commits, and the sweep does it for an assignment whose task was lost.
+    told_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["step_run", "pk"]
@@ -232,7 +238,17 @@ class ApprovalAssignment(models.Model):
                 fields=["user", "request"],
                 condition=Q(status="pending"),
                 name="approval_inbox",
-            )
+            ),
+            models.Index(
+                fields=["user", "due_at", "id"],
+                condition=Q(status="pending"),
+                name="approval_inbox_due",
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status="pending", told_at__isnull=True),
+                name="approval_untold",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -539,8 +539,11 @@ def _label(request: ApprovalRequest) -> str:
     return _("%(process)s #%(n)d") % {"process": request.process.label, "n": request.pk}
 
 
-def _lock(actor: User, request_id: Any) -> ApprovalRequest:
-    """The request, locked, if the actor may see it (its record, or as one of its approvers)."""
+def _lock(actor: User, request_id: Any, *, check: bool = True) -> ApprovalRequest:
+    """The request, locked, if the actor may see it (its record, or as one of its approvers).
+
+    With ``check=False`` the caller checks ``queries.may_see`` itself, after learning more
+    cheaply whether the actor is one of its approvers."""
     from . import queries
 
     try:
@@ -555,9 +558,33 @@ def _lock(actor: User, request_id: Any) -> ApprovalRequest:
         if 0 < pk < 2**63
         else None
     )
-    if found is None or not queries.may_see(actor, found):
+    if found is None or (check and not queries.may_see(actor, found)):
         raise NotFound(_("No such approval request."))
     return found
+
+
+# While set, ``_event`` collects the history here and ``_events_together`` writes it in one
+# INSERT at the end: a decision writes two to four entries.
+_collected_events: contextvars.ContextVar[list[ApprovalEvent] | None] = contextvars.ContextVar(
+    "approvals_collected_events", default=None
+)
+
+
+@contextmanager
+def _events_together() -> Iterator[None]:
+    """Write the history entries made inside in one statement, when the block ends normally.
+
+    Use it inside the transaction and around code that catches no error of its own writes
+    (a rolled-back savepoint would keep its entries here)."""
+    if _collected_events.get() is not None:
+        yield
+        return
+    token = _collected_events.set([])
+    try:
+        yield
+        ApprovalEvent.objects.bulk_create(_collected_events.get())
+    finally:
+        _collected_events.reset(token)
 
 
 def _event(
@@ -570,8 +597,8 @@ def _event(
     comment: str = "",
     on_behalf_of: User | None = None,
     **data: Any,
-) -> ApprovalEvent:
-    return ApprovalEvent.objects.create(
+) -> None:
+    event = ApprovalEvent(
         request=request,
         kind=kind,
         at=at,
@@ -581,6 +608,11 @@ def _event(
         comment=comment,
         data=data,
     )
+    collected = _collected_events.get()
+    if collected is None:
+        event.save()
+    else:
+        collected.append(event)
 
 
 def _on_timeline(
@@ -651,10 +683,9 @@ def submit(
                 _("This record already waits for approval: %(request)s.")
                 % {"request": _label(waiting)}
             )
-        process = _process_for(subject, record, process_id)
-        return _start(
-            actor, process, current_version(process), record, comment=comment, started=started
-        )
+        process, version = _process_for(subject, record, process_id)
+        with _events_together():
+            return _start(actor, process, version, record, comment=comment, started=started)
 
 
 def _int(value: Any) -> int:
@@ -667,7 +698,7 @@ def _int(value: Any) -> int:
 
 def _process_for(
     subject: subjects.Subject, record: models.Model, process_id: Any
-) -> ApprovalProcess:
+) -> tuple[ApprovalProcess, ApprovalProcessVersion]:
     candidates = ApprovalProcess.objects.filter(object_type=subject.object_type, is_active=True)
     if _given(process_id):
         candidates = candidates.filter(pk=_int(process_id))
@@ -675,9 +706,9 @@ def _process_for(
             raise ValidationFailed({"process_id": [_("No such approval process.")]})
     context = cel.context(record)
     for process in candidates.order_by("name", "pk"):
-        condition = current_version(process).entry_condition
-        if not condition or cel.holds(condition, context):
-            return process
+        version = current_version(process)
+        if not version.entry_condition or cel.holds(version.entry_condition, context):
+            return process, version
     if _given(process_id):
         raise ValidationFailed(
             {"process_id": [_("This record does not meet the process's entry condition.")]}
@@ -714,6 +745,7 @@ def _start(
             )
     except IntegrityError:
         raise Conflict(_("This record already waits for approval.")) from None
+    _known_last_seq(request, 0)
     _event(request, Kind.SUBMITTED, actor, at=now, comment=comment, origin=origin)
     _on_timeline(
         actor,
@@ -755,7 +787,9 @@ def _advance(
             _event(request, Kind.STEP_SKIPPED, None, at=now, step=index, outcome=outcome)
             if outcome == "reject":
                 request.step_index = index
-                _finish(request, record, Status.REJECTED, None, now, comment=run.note)
+                _finish(
+                    request, record, Status.REJECTED, None, now, comment=run.note, open_runs=False
+                )
                 return
             index += 1
             continue
@@ -765,16 +799,31 @@ def _advance(
         _plan_timers(run, step, now)
         run.save()
         _event(request, Kind.STEP_STARTED, None, at=now, step=index, name=step["name"])
-        _assign(request, run, _resolve(request, step, record, now), now)
+        _assign(request, run, _resolve(request, step, record, now), now, new=True)
         return
     request.step_index = max(len(steps) - 1, 0)
-    _finish(request, record, Status.APPROVED, actor, now)
+    # Whoever called this closed the step that ran before, and no other step runs at once.
+    _finish(request, record, Status.APPROVED, actor, now, open_runs=False)
+
+
+# The number of a request's latest step run, once known in this transaction (a new request
+# has none; a decision reads the current run, which is always the latest), so that starting
+# the next step needs no COUNT of the earlier ones.
+_LAST_SEQ = "_approval_last_seq"
+
+
+def _known_last_seq(request: ApprovalRequest, seq: int) -> None:
+    setattr(request, _LAST_SEQ, seq)
 
 
 def _new_run(
     request: ApprovalRequest, index: int, step: dict[str, Any], now: dt.datetime
 ) -> ApprovalStepRun:
-    seq = ApprovalStepRun.objects.filter(request=request).count() + 1
+    last = getattr(request, _LAST_SEQ, None)
+    if last is None:
+        last = ApprovalStepRun.objects.filter(request=request).count()
+    seq = last + 1
+    _known_last_seq(request, seq)
     return ApprovalStepRun(
         request=request,
         seq=seq,
@@ -808,26 +857,30 @@ def _resolve(
     """The people who may decide the step, and how each was found; the submitter is never
     one of them."""
     found: list[tuple[User, str]] = []
-    submitter = request.submitter
+    named_ids = [a["user_id"] for a in step["approvers"] if a["kind"] == "user"]
+    named = User.objects.in_bulk(named_ids) if named_ids else {}
     for approver in step["approvers"]:
         kind = approver["kind"]
         candidates: list[User] = []
         if kind == "user":
-            candidates = list(User.objects.filter(pk=approver["user_id"]))
+            candidates = [named[approver["user_id"]]] if approver["user_id"] in named else []
         elif kind == "role":
             candidates = list(
                 User.objects.filter(role__code=approver["role"]).exclude(username=SYSTEM_USERNAME)
             )
         elif kind == "manager":
+            submitter = request.submitter
             candidates = [submitter.manager] if submitter.manager_id else []
         elif kind == "managers_manager":
-            manager = submitter.manager
+            manager = request.submitter.manager
             candidates = [manager.manager] if manager and manager.manager_id else []
         elif kind == "field" and record is not None:
             value = getattr(record, approver["field"], None)
             candidates = [value] if isinstance(value, User) else []
         via = {"managers_manager": Via.MANAGERS_MANAGER}.get(kind, kind)
-        found += [(user, via) for user in candidates if user.is_active and user != submitter]
+        found += [
+            (user, via) for user in candidates if user.is_active and user.pk != request.submitter_id
+        ]
     return found
 
 
@@ -836,48 +889,60 @@ def _assign(
     run: ApprovalStepRun,
     approvers: list[tuple[User, str]],
     now: dt.datetime,
+    *,
+    new: bool = False,
 ) -> list[ApprovalAssignment]:
     """Give the step to ``approvers`` (to their delegates while they are away); to the
-    process owner, recorded as a fallback, when there is nobody."""
+    process owner, recorded as a fallback, when there is nobody. ``new``: the run was just
+    made, so nobody holds it yet."""
     if not approvers:
         owner = request.process.owner
         approvers = [(owner, Via.FALLBACK)]
         _event(request, Kind.FALLBACK, None, at=now, step=run.index, owner=str(owner))
     made = []
-    taken = set(run.assignments.values_list("user_id", flat=True))
+    taken = set() if new else set(run.assignments.values_list("user_id", flat=True))
+    delegates = _delegates_of([user for user, _via in approvers], now)
     for user, via in approvers:
         on_behalf_of = None
-        delegate = _delegate_of(user, now)
+        delegate = delegates.get(user.pk)
         if delegate is not None:
             user, on_behalf_of = delegate, user
         if user.pk in taken:
             continue
         taken.add(user.pk)
         made.append(
-            ApprovalAssignment.objects.create(
+            ApprovalAssignment(
                 step_run=run,
                 request=request,
                 user=user,
                 on_behalf_of=on_behalf_of,
                 via=via,
                 created_at=now,
+                due_at=run.due_at,
             )
         )
-    for assignment in made:
-        _tell_approver(request, run, assignment)
+    ApprovalAssignment.objects.bulk_create(made)
+    if made:
+        _ask_later(run)
     return made
 
 
-def _delegate_of(user: User, now: dt.datetime) -> User | None:
-    found = (
+def _delegates_of(users: list[User], now: dt.datetime) -> dict[int, User]:
+    """Who stands in now for each of ``users`` who is away: the latest delegation started."""
+    found: dict[int, User] = {}
+    running = (
         Delegation.objects.filter(
-            user=user, starts_at__lte=now, ends_at__gt=now, delegate__is_active=True
+            user__in=[u.pk for u in users],
+            starts_at__lte=now,
+            ends_at__gt=now,
+            delegate__is_active=True,
         )
         .select_related("delegate")
-        .order_by("-starts_at")
-        .first()
+        .order_by("-starts_at", "-pk")
     )
-    return found.delegate if found else None
+    for delegation in running:
+        found.setdefault(delegation.user_id, delegation.delegate)
+    return found
 
 
 # Telling people.
@@ -894,6 +959,71 @@ def _tell(user: User, text: str, link: str, *, subject: str = "") -> None:
             text=f"{text}\n\n{url}\n" if url else f"{text}\n",
             headers={"Auto-Submitted": notify.AUTO_GENERATED},
         )
+
+
+# An assignment still untold this long after it was made has lost its task; the sweep tells it.
+UNTOLD_AFTER = dt.timedelta(minutes=5)
+
+
+def _ask_later(run: ApprovalStepRun) -> None:
+    """Have the step's new approvers told by a task, after the transaction that asks them.
+
+    The task's row is written in this transaction, so a decision is never committed without
+    it; rendering the notices and e-mails (with their signed links) stays out of the
+    decision's lock. Should the task be lost, the sweep tells them (``tell_untold``).
+    """
+    from .tasks import tell_approvers as task
+
+    task.enqueue(run.pk)
+
+
+def tell_approvers(step_run_id: int) -> int:
+    """Tell each waiting approver of the step who has not been told yet; how many were.
+
+    The assignments are locked and marked in the transaction that writes the notices, so a
+    task and the sweep running at once tell nobody twice; someone who decided, or whose step
+    ended, before this runs is not told.
+    """
+    with transaction.atomic():
+        waiting = list(
+            ApprovalAssignment.objects.select_for_update(of=("self",))
+            .filter(
+                step_run_id=step_run_id,
+                status=ApprovalAssignment.Status.PENDING,
+                told_at__isnull=True,
+            )
+            .select_related(
+                "user",
+                "on_behalf_of",
+                "step_run",
+                "request__process",
+                "request__process_version",
+                "request__submitter",
+                "request__content_type",
+            )
+            .order_by("pk")
+        )
+        for assignment in waiting:
+            _tell_approver(assignment.request, assignment.step_run, assignment)
+        if waiting:
+            ApprovalAssignment.objects.filter(pk__in=[a.pk for a in waiting]).update(
+                told_at=clock.now()
+            )
+    return len(waiting)
+
+
+def tell_untold(limit: int = 200) -> int:
+    """The sweep's part: tell the approvers whose task was lost; how many were told."""
+    runs = (
+        ApprovalAssignment.objects.filter(
+            status=ApprovalAssignment.Status.PENDING,
+            told_at__isnull=True,
+            created_at__lte=clock.now() - UNTOLD_AFTER,
+        )
+        .order_by("created_at")
+        .values_list("step_run_id", flat=True)[:limit]
+    )
+    return sum(tell_approvers(run_id) for run_id in dict.fromkeys(runs))
 
 
 def _tell_approver(
@@ -951,23 +1081,36 @@ def _decide(
         errors["comment"] = [_("Say why you reject it.")]
     if errors:
         raise ValidationFailed(errors)
-    with transaction.atomic():
-        request = _lock(actor, request_id)
+    from . import queries
+
+    with transaction.atomic(), _events_together():
+        request = _lock(actor, request_id, check=False)
+        # The actor's part of the current step, with the step: being asked is also what
+        # lets an approver see the request, so the visibility rules are only consulted
+        # for someone who is not.
+        assignment = (
+            ApprovalAssignment.objects.filter(
+                request=request, user=actor, step_run__status=StepStatus.PENDING
+            )
+            .exclude(status=ApprovalAssignment.Status.CLOSED)
+            .select_related("step_run")
+            .order_by("-step_run__seq")
+            .first()
+            if request.status == Status.PENDING
+            else None
+        )
+        if assignment is None and not queries.may_see(actor, request):
+            raise NotFound(_("No such approval request."))
         if request.status != Status.PENDING:
             raise Conflict(
                 _("This request is already %(status)s; nothing was changed.")
                 % {"status": request.get_status_display()}
             )
-        run = _current_run(request)
-        assignment = (
-            run.assignments.filter(user=actor)
-            .exclude(status=ApprovalAssignment.Status.CLOSED)
-            .first()
-            if run
-            else None
-        )
         if assignment is None:
             raise PermissionDenied(_("You are not an approver of this step."))
+        run = assignment.step_run
+        # The pending run is always the request's latest.
+        _known_last_seq(request, run.seq)
         if assignment.status != ApprovalAssignment.Status.PENDING:
             raise Conflict(
                 _("You have already decided this step (%(decision)s).")
@@ -991,7 +1134,8 @@ def _decide(
             decision="approved" if approved else "rejected",
             **({"channel": channel} if channel else {}),
         )
-        outcome = _outcome(run)
+        # Under "first" the decision just made is the step's; the others need the tally.
+        outcome = assignment.status if run.rule == "first" else _outcome(run)
         record = _locked_record(request)
         if outcome == "approved":
             _close_step(run, StepStatus.APPROVED, now)
@@ -1067,7 +1211,7 @@ def _rejected(
         _event(request, Kind.SENT_BACK, actor, at=now, step=run.index, comment=comment)
         _advance(request, record, run.index - 1, actor, now)
         return
-    _finish(request, record, Status.REJECTED, actor, now, comment=comment)
+    _finish(request, record, Status.REJECTED, actor, now, comment=comment, open_runs=False)
 
 
 def _finish(
@@ -1079,11 +1223,14 @@ def _finish(
     *,
     comment: str = "",
     run_actions: bool = True,
+    open_runs: bool = True,
 ) -> None:
+    """``open_runs=False``: the caller knows no step of the request is still running."""
     request.status = status
     request.finished_at = now
-    for run in ApprovalStepRun.objects.filter(request=request, status=StepStatus.PENDING):
-        _close_step(run, StepStatus.CANCELLED, now)
+    if open_runs:
+        for run in ApprovalStepRun.objects.filter(request=request, status=StepStatus.PENDING):
+            _close_step(run, StepStatus.CANCELLED, now)
     if status == Status.APPROVED and record is not None:
         material = request.process_version.material_fields
         request.approved_values = {k: v for k, v in cel.context(record).items() if k in material}
@@ -1263,8 +1410,13 @@ def reassign(
         current.status = ApprovalAssignment.Status.CLOSED
         current.decided_at = now
         current.save()
-        made = ApprovalAssignment.objects.create(
-            step_run=run, request=request, user=to_user, via=Via.REASSIGNED, created_at=now
+        ApprovalAssignment.objects.create(
+            step_run=run,
+            request=request,
+            user=to_user,
+            via=Via.REASSIGNED,
+            created_at=now,
+            due_at=run.due_at,
         )
         _event(
             request,
@@ -1276,7 +1428,7 @@ def reassign(
             **{"from": str(current.user), "to": str(to_user)},
         )
         _bump(request)
-        _tell_approver(request, run, made)
+        _ask_later(run)
     return request
 
 
@@ -1751,6 +1903,7 @@ def _grant(
 
 
 sweep.register("approval-timers", fire_due_timers)
+sweep.register("approval-notices", tell_untold)
 
 
 # The report's exception alert.

@@ -64,6 +64,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         {
             "rows": queries.inbox(user),
             "counts": queries.inbox_counts(user),
+            "cap": queries.COUNT_CAP,
             "exceptions": list(queries.exceptions_to_decide(user)[:100]),
             "mine": list(
                 queries.visible_requests(user)
