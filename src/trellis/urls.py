@@ -11,6 +11,7 @@ urlpatterns = [
     path("", include("trellis.process.urls")),
     path("pipelines/", include("trellis.process.pipelines.urls")),
     path("approvals/", include("trellis.process.approvals.urls")),
+    path("automations/", include("trellis.process.automations.urls")),
     path("mail/", include("trellis.mail.urls")),
     path("api/", api.urls),
     path("admin/", admin.site.urls),

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from trellis.core.calendar import add_business_hours
+from trellis.core.calendar import add_business_hours, add_days
 
 SEOUL = ZoneInfo("Asia/Seoul")
 
@@ -41,3 +41,22 @@ def test_business_hours_skip_nights_weekends_and_holidays(start, hours, expected
 def test_working_hours_come_from_settings(settings):
     settings.TRELLIS = {**settings.TRELLIS, "BUSINESS_HOURS": ("08:30", "17:30")}
     assert add_business_hours(at(2026, 3, 3, 17, 0), 1) == at(2026, 3, 4, 9, 0)
+
+
+@pytest.mark.parametrize(
+    ("start", "days", "expected"),
+    [
+        # Three business days before Friday 13 March 2026 is Tuesday the 10th.
+        (dt.datetime(2026, 3, 13, 9, 0), -3, dt.datetime(2026, 3, 10, 9, 0)),
+        # One business day before Tuesday 3 March 2026 skips the holiday Monday (substitute
+        # holiday for 1 March) and the weekend: Friday 27 February.
+        (dt.datetime(2026, 3, 3, 9, 0), -1, dt.datetime(2026, 2, 27, 9, 0)),
+        # From a Saturday, minus one is the Friday, plus one the Monday.
+        (dt.datetime(2026, 3, 7, 14, 0), -1, dt.datetime(2026, 3, 6, 14, 0)),
+        (dt.datetime(2026, 3, 7, 14, 0), 1, dt.datetime(2026, 3, 9, 14, 0)),
+    ],
+)
+def test_business_days_count_back_as_well_as_forward(start, days, expected):
+    got = add_days(start.replace(tzinfo=SEOUL), days, business=True)
+    assert got == expected.replace(tzinfo=SEOUL)
+

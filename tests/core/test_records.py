@@ -325,9 +325,18 @@ def test_events_are_published_on_commit(sales, heard, django_capture_on_commit_c
     with django_capture_on_commit_callbacks(execute=True):
         services.update(sales, "account", account.pk, {"name": "Hanbit Soft"}, version=1)
         services.update(sales, "account", account.pk, {"name": "Hanbit Soft"}, version=2)
-    # The second update changed nothing and published nothing.
+    # The second update changed nothing and published nothing; the first says what it changed
+    # and what the field held before.
     assert heard == [
-        ("account.updated", {"id": account.pk, "actor_id": sales.pk, "changed": ["name"]})
+        (
+            "account.updated",
+            {
+                "id": account.pk,
+                "actor_id": sales.pk,
+                "changed": ["name"],
+                "before": {"name": "Hanbit"},
+            },
+        )
     ]
 
 

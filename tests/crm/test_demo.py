@@ -244,3 +244,22 @@ def test_demo_approvals_show_every_state_and_fill_the_report():
     count = requests.count()
     _demo(scale=20, seed=2, append=True)
     assert ApprovalRequest.objects.count() == count
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_automations_tell_the_replacement_part_story():
+    from trellis.process.automations.models import HoldPlacement, Rule, RuleRun
+    from trellis.process.models import Task
+
+    # Real commits: the rules run as each change commits, as they do when ``trellis demo`` runs.
+    out = _demo(scale=200, seed=1)
+    assert "automation rules" in out
+    assert Rule.objects.count() == 5
+    placements = HoldPlacement.objects.order_by("object_id")
+    assert [p.released_at is None for p in placements] == [False, False, True]
+    shipped, cancelled, _waiting = (p.object_id for p in placements)
+    assert Order.objects.get(pk=cancelled).status == "cancelled"
+    ship = Task.objects.filter(task_type__code="shipping")
+    assert list(ship.values_list("thread__object_id", flat=True)) == [shipped]
+    assert Task.objects.filter(task_type__code="picking").count() == 3
+    assert not RuleRun.objects.filter(outcome="failed").exists()

@@ -14,6 +14,7 @@ from trellis.crm import api as crm_api
 from trellis.mail import api as mail_api
 from trellis.process import api as process_api
 from trellis.process.approvals import api as approvals_api
+from trellis.process.automations import api as automations_api
 from trellis.process.pipelines import api as pipelines_api
 from trellis.support import api as support_api
 from trellis.support import billing_api as support_billing_api
@@ -76,3 +77,4 @@ api.add_router("/v1/", support_billing_api.router)
 api.add_router("/v1/", process_api.router)
 api.add_router("/v1/", pipelines_api.router)
 api.add_router("/v1/", approvals_api.router)
+api.add_router("/v1/", automations_api.router)

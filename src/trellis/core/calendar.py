@@ -23,16 +23,18 @@ def is_business_day(day: dt.date) -> bool:
 
 
 def add_days(start: dt.datetime, days: int, *, business: bool = False) -> dt.datetime:
-    """``days`` days after ``start``; business days skip weekends and public holidays and keep
-    the local time of day (from a Saturday, one business day is the Monday)."""
+    """``days`` days after ``start`` (before it when negative); business days skip weekends and
+    public holidays and keep the local time of day (from a Saturday, one business day is the
+    Monday, and minus one the Friday)."""
     if not business:
         return start + dt.timedelta(days=days)
     zone = timezone.get_default_timezone()
     local = timezone.localtime(start, zone)
     day = local.date()
-    remaining = days
+    step = dt.timedelta(days=1 if days >= 0 else -1)
+    remaining = abs(days)
     while remaining > 0:
-        day += dt.timedelta(days=1)
+        day += step
         if is_business_day(day):
             remaining -= 1
     return timezone.make_aware(dt.datetime.combine(day, local.time()), zone)

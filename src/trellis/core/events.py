@@ -7,7 +7,9 @@ to a half-written record.
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.db import transaction
@@ -16,6 +18,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[str, dict[str, Any]], None]
 _handlers: dict[str, list[Handler]] = defaultdict(list)
+# What the events emitted now follow from (the automation engine's cascade). Taken at emit
+# time, so it reaches subscribers however late the commit dispatches the event.
+_cause: ContextVar[Any] = ContextVar("event_cause", default=None)
 
 
 def subscribe(name: str, handler: Handler) -> None:
@@ -30,7 +35,20 @@ def unsubscribe(name: str, handler: Handler) -> None:
 
 
 def emit(name: str, **payload: Any) -> None:
+    cause = _cause.get()
+    if cause is not None:
+        payload["cause"] = cause
     transaction.on_commit(lambda: _dispatch(name, payload))
+
+
+@contextmanager
+def caused_by(cause: Any) -> Iterator[None]:
+    """Events emitted inside the block carry ``cause`` in their payload."""
+    token = _cause.set(cause)
+    try:
+        yield
+    finally:
+        _cause.reset(token)
 
 
 def _dispatch(name: str, payload: dict[str, Any]) -> None:

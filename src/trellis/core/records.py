@@ -149,6 +149,7 @@ def update(
             id=instance.pk,
             actor_id=actor.pk,
             changed=sorted(changes),
+            before={name: old for name, (old, _new) in changes.items()},
         )
     return instance
 

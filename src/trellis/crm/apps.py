@@ -57,6 +57,14 @@ DEFAULT_RIGHTS = {
 }
 
 
+def _customer(record) -> dict:
+    account = record.account
+    return {
+        "customer_name": account.name if account else "",
+        "customer_email": account.email if account else "",
+    }
+
+
 class CrmConfig(AppConfig):
     name = "trellis.crm"
     label = "crm"
@@ -65,6 +73,7 @@ class CrmConfig(AppConfig):
     def ready(self) -> None:
         from trellis.core import registry
         from trellis.process.approvals import subjects as approvals
+        from trellis.process.automations import subjects as automations
         from trellis.process.pipelines import subjects
 
         from . import models, services
@@ -101,6 +110,27 @@ class CrmConfig(AppConfig):
         )
         subjects.register(subjects.Subject(object_type="lead"))
         subjects.register(subjects.Subject(object_type="account"))
+        for key in ("opportunity", "order", "lead", "account", "contact"):
+            automations.register(
+                automations.Subject(
+                    object_type=key,
+                    create=(
+                        services.create_order
+                        if key == "order"
+                        else lambda actor, data, key=key: services.create(actor, key, data)
+                    ),
+                    update=lambda actor, pk, data, version, key=key: services.update(
+                        actor, key, pk, data, version
+                    ),
+                    writable=services.SPECS[key].fields,
+                    # Rules about orders and deals often write to the customer.
+                    derived=_customer if key in ("order", "opportunity") else None,
+                    derived_names=("customer_name", "customer_email")
+                    if key in ("order", "opportunity")
+                    else (),
+                    related=("account",) if key in ("order", "opportunity") else (),
+                )
+            )
         for key in ("opportunity", "order", "lead", "account"):
             approvals.register(
                 approvals.Subject(

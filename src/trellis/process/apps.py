@@ -22,10 +22,11 @@ class ProcessConfig(AppConfig):
         from trellis.core import records, registry
         from trellis.mail import inbound, routing
 
-        from . import mailreplies, models, reminders  # noqa: F401  (register their sweepers)
+        from . import mailreplies, models, reminders, services  # noqa: F401  (sweepers)
         from .approvals import emailed
         from .approvals import services as approvals  # (registers its sweeper)
         from .approvals.models import ApprovalRequest
+        from .automations import engine, holds  # noqa: F401  (engine subscribes to events)
         from .pipelines import (
             alerts,  # noqa: F401  (subscribes to events, registers sweepers)
             snapshots,  # noqa: F401  (registers its sweeper)
@@ -40,6 +41,8 @@ class ProcessConfig(AppConfig):
             )
         )
         records.register_write_guard(approvals.guard_write)
+        records.register_write_guard(holds.guard_write)
+        services.register_task_guard(holds.guard_task)
         routing.register_reply_handler(models.Task, mailreplies.handle_reply)
         inbound.register_reference_resolver(mailreplies.resolve_reference)
         routing.register_reply_handler(ApprovalRequest, emailed.handle_reply)

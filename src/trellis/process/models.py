@@ -31,6 +31,7 @@ from .approvals.models import (  # noqa: F401
     Delegation,
     ExceptionRequest,
 )
+from .automations.models import Hold, HoldPlacement, Rule, RuleRun, RuleTimer  # noqa: F401
 from .pipelines.models import (  # noqa: F401
     Alert,
     AlertDigest,

@@ -19,7 +19,7 @@ given to someone else.
 """
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,22 @@ TASK_FIELDS = (
 )
 # ``create_task`` also says where the task goes: into a thread, or into a new one.
 CREATE_FIELDS = (*TASK_FIELDS, "thread_id", "record_type", "record_id", "thread_title")
+
+# Called before a task is added to a thread or completed, with the thread and the task's type;
+# a guard raises a ServiceError to refuse (a hold blocks the tasks of the types it names on
+# the records waiting in it). Registered from ``AppConfig.ready``.
+TaskGuard = Callable[[Thread, TaskType | None], None]
+_task_guards: list[TaskGuard] = []
+
+
+def register_task_guard(guard: TaskGuard) -> None:
+    if guard not in _task_guards:
+        _task_guards.append(guard)
+
+
+def _check_task(thread: Thread, task_type: TaskType | None) -> None:
+    for guard in _task_guards:
+        guard(thread, task_type)
 
 
 # Small checks.
@@ -539,6 +555,7 @@ def _add_task(
 ) -> Task:
     """Write a checked task into ``thread`` and tell its assignee; ``by`` names who hands it on
     (the actor by default)."""
+    _check_task(thread, new.task_type)
     task = Task(
         thread=thread,
         title=new.title,
@@ -874,6 +891,7 @@ def complete_locked(
 ) -> Task:
     """Complete a locked, open task. ``actor`` acts (the system user for an external
     participant, whose address is ``external_email``); ``by`` names them to the others."""
+    _check_task(task.thread, task.task_type)
     errors: dict[str, list[str]] = {}
     note = _text(note, "note", MAX_TEXT, errors)
     new = None

@@ -44,7 +44,7 @@ from trellis.crm.models import (
 from trellis.process.pipelines import rollups
 from trellis.process.pipelines.models import StageChange
 
-from .. import demo_approvals
+from .. import demo_approvals, demo_automations
 from .. import demo_data as D
 from ..demo_stages import StageHistories
 
@@ -264,6 +264,7 @@ class _Generator:
         self._opportunities(scale)
         if not self.bulk:
             self.counts["approval requests"] = demo_approvals.create(self.users)
+            self.counts["automation rules"] = demo_automations.create(self.users)
         # The stage changes were written as rows; the reports read them summed per day.
         started = time.monotonic()
         self.counts["stage changes summed"] = rollups.rebuild()

@@ -1,0 +1,84 @@
+"""The object types rules run on, as their domain apps describe them to the engine.
+
+A domain app registers a ``Subject`` from ``AppConfig.ready``: the object type, the fields a
+rule may set, the services that create and update one of its records, and optionally names a
+rule may read beyond the record's own fields (e.g. an order's customer e-mail), computed by
+``derived`` from the record.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import models
+
+from trellis.core import registry
+from trellis.core.models import User
+
+from .. import cel
+
+Create = Callable[[User, Mapping[str, Any]], models.Model]
+Update = Callable[[User, int, Mapping[str, Any], int], models.Model]
+
+
+@dataclass(frozen=True)
+class Subject:
+    object_type: str
+    create: Create
+    update: Update
+    # The fields a "set fields" action may write, as the update service names them.
+    writable: tuple[str, ...]
+    derived: Callable[[models.Model], dict[str, Any]] | None = None
+    derived_names: tuple[str, ...] = field(default=())
+    # The relations ``derived`` reads, loaded with the record.
+    related: tuple[str, ...] = field(default=())
+
+    @property
+    def model(self) -> type[models.Model]:
+        return registry.get(self.object_type).model
+
+    @property
+    def label(self) -> str:
+        return registry.get(self.object_type).label
+
+    def readable(self) -> set[str]:
+        """The names a condition or an expression may read."""
+        return cel.fields_of(self.model) | set(self.derived_names)
+
+    def writable_names(self) -> dict[str, str]:
+        """What a rule writes, by the name conditions read it under (``account_id``), to the
+        name the service takes (``account``)."""
+        names = {}
+        for name in self.writable:
+            model_field = self.model._meta.get_field(name)
+            names[model_field.attname if model_field.is_relation else name] = name
+        return names
+
+    def records(self) -> models.QuerySet:
+        """The type's records, with what ``derived`` reads."""
+        return self.model._default_manager.select_related(*self.related)
+
+    def context(self, record: models.Model) -> dict[str, Any]:
+        values = cel.context(record)
+        if self.derived is not None:
+            values.update(self.derived(record))
+        return values
+
+
+_subjects: dict[str, Subject] = {}
+
+
+def register(subject: Subject) -> None:
+    _subjects[subject.object_type] = subject
+
+
+def get(object_type: str) -> Subject:
+    return _subjects[object_type]
+
+
+def find(object_type: Any) -> Subject | None:
+    return _subjects.get(object_type) if isinstance(object_type, str) else None
+
+
+def all_subjects() -> list[Subject]:
+    return list(_subjects.values())
