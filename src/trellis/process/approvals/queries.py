@@ -159,6 +159,10 @@ def inbox_counts(user: User) -> dict[str, int]:
     }
 
 
+# The fields records of the registered types are named by (``__str__``).
+_LABEL_FIELDS = ("name", "sku", "subject", "title")
+
+
 def _records(requests: list[ApprovalRequest]) -> dict[tuple[int, int], Any]:
     """The records of ``requests``, one query per kind of record."""
     wanted: dict[int, set[int]] = {}
@@ -169,7 +173,10 @@ def _records(requests: list[ApprovalRequest]) -> dict[tuple[int, int], Any]:
         model = ContentType.objects.get_for_id(content_type_id).model_class()
         if model is None:
             continue
-        for pk, record in model._default_manager.in_bulk(ids).items():
+        # The inbox shows a record by its name: reading whole rows was a third of its time.
+        # (A record whose label needs another field still shows, at one query more each.)
+        names = [f.name for f in model._meta.concrete_fields if f.name in _LABEL_FIELDS]
+        for pk, record in model._default_manager.only(*names).in_bulk(ids).items():
             found[(content_type_id, pk)] = record
     return found
 
