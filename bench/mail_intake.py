@@ -24,6 +24,14 @@ end of its processing, and the CPU time per message of the listener with its pro
 processes (and of each) and of the PostgreSQL backends (read from /proc; unlike wall time, not
 inflated by other work on the machine).
 
+``--in-process`` measures processing alone, without the listener: the same mix is stored
+directly and processed in this process, as a processing process would (prepared statements on
+PostgreSQL), in batches of ``--batch`` messages (1: one by one, as before batches), and the
+script prints the CPU time and the database statements per message.
+
+``--src`` runs another copy of the code (``git archive HEAD src | tar -x -C /tmp/old``), to
+compare two versions in one session.
+
 Only 127.0.0.1 is contacted. Messages are generated here, deterministically (``--seed``).
 """
 
@@ -250,7 +258,7 @@ def prepare_database(fresh: bool) -> str:
 
 
 def start_listener(
-    environment: dict[str, str], process_workers: int, process_threads: int
+    environment: dict[str, str], process_workers: int, process_threads: int, src: Path
 ) -> tuple[subprocess.Popen, int]:
     listener = subprocess.Popen(
         [
@@ -268,7 +276,7 @@ def start_listener(
             "--process-threads",
             str(process_threads),
         ],
-        env=environment,
+        env={**environment, "PYTHONPATH": str(src)},
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -415,6 +423,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fresh", action="store_true", help="drop and recreate the database")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--src", type=Path, default=ROOT / "src", help="the code to run")
+    parser.add_argument(
+        "--in-process", action="store_true", help="processing alone, in this process"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=50, help="with --in-process: messages per transaction"
+    )
     args = parser.parse_args()
 
     url = prepare_database(args.fresh)
@@ -428,7 +443,7 @@ def main() -> None:
         "TRELLIS_LOG_LEVEL": "ERROR",
     }
     os.environ.update(environment)
-    sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(args.src.resolve()))
     import django
 
     django.setup()
@@ -446,7 +461,12 @@ def main() -> None:
     support = settings.TRELLIS["MAIL"]["SUPPORT_ADDRESS"]
     run = f"{int(time.time())}"
     mix = Mix(run, support, random.Random(args.seed))
-    listener, port = start_listener(environment, args.process_workers, args.process_threads)
+    if args.in_process:
+        print(json.dumps(process_in_process(args, mix, support), indent=2, ensure_ascii=False))
+        return
+    listener, port = start_listener(
+        environment, args.process_workers, args.process_threads, args.src.resolve()
+    )
     try:
         # Seeding (not timed): cases for the replies to quote.
         first_case = Case.objects.aggregate(m=Max("pk"))["m"] or 0
@@ -521,6 +541,73 @@ def main() -> None:
         },
     }
     print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+def process_in_process(args: argparse.Namespace, mix: Mix, support: str) -> dict:
+    """Store the mix directly and process it here; CPU and statements per message."""
+    from django.db import connection
+    from django.db.models import Count, Max
+
+    from trellis.mail import inbound
+    from trellis.mail.models import InboundMessage
+    from trellis.mail.smtpd import processing_database
+    from trellis.support.models import Case
+
+    # The connection of a processing process: prepared statements on PostgreSQL.
+    connection.close()
+    connection.settings_dict.update(processing_database(connection))
+
+    def store(messages: list[tuple[str, str, bytes]]) -> list[int]:
+        return [
+            inbound.store(raw, envelope_from=sender, recipients=[support]).pk
+            for _kind, sender, raw in messages
+        ]
+
+    first_case = Case.objects.aggregate(m=Max("pk"))["m"] or 0
+    for pk in store([("english", s, raw) for s, raw in mix.new_claims(args.seed_cases, 0)]):
+        inbound.process(pk)
+    cases = list(
+        Case.objects.filter(pk__gt=first_case).values_list("tracking_number", "requester_email")
+    )
+    messages = mix.main(args.messages, args.seed_cases + 1, cases)
+    ids = store(messages)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    statements = 0
+
+    def count(execute, sql, params, many, context):
+        nonlocal statements
+        statements += 1
+        return execute(sql, params, many, context)
+
+    cpu, database, started = time.process_time(), _cpu_seconds(backend), time.monotonic()
+    with connection.execute_wrapper(count):
+        if args.batch <= 1:
+            for pk in ids:
+                inbound.process(pk)
+        else:
+            for start in range(0, len(ids), args.batch):
+                inbound.process_batch(ids[start : start + args.batch])
+    cpu, database = time.process_time() - cpu, _cpu_seconds(backend) - database
+    wall = time.monotonic() - started
+    rows = InboundMessage.objects.filter(pk__in=ids)
+    return {
+        "mode": "in-process",
+        "src": str(args.src),
+        "batch": args.batch,
+        "messages": len(ids),
+        "processed_by_status": dict(rows.values_list("status").annotate(n=Count("pk")).order_by()),
+        "unprocessed": rows.filter(status=InboundMessage.Status.RECEIVED).count(),
+        "messages_per_second": round(len(ids) / wall, 1),
+        "cpu_ms_per_message": {
+            "python": round(1000 * cpu / len(ids), 2),
+            "postgresql": round(1000 * database / len(ids), 2),
+        },
+        "statements_per_message": round(statements / len(ids), 2),
+        "load_average": os.getloadavg()[0],
+    }
 
 
 if __name__ == "__main__":

@@ -72,8 +72,8 @@ def poll(config: dict[str, Any] | None = None) -> int:
     finally:
         ImapMailbox.objects.filter(pk=mailbox.pk).update(leased_until=None, polled_at=clock.now())
         # What was stored is processed even when the server went away half-way.
-        for pk in stored:
-            inbound.process(pk)
+        for start in range(0, len(stored), inbound.BATCH_SIZE):
+            inbound.process_batch(stored[start : start + inbound.BATCH_SIZE])
     return len(stored)
 
 

@@ -12,9 +12,11 @@ PostgreSQL, so many processors can share a database; SQLite's write lock seriali
 handles only rows still ``received``. A row left behind by a crash is picked up by the sweeper.
 """
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import timedelta
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
@@ -59,6 +61,10 @@ LEFT_BEHIND_AFTER = timedelta(minutes=2)
 # How much of a header block the cheap read looks at.
 _HEADER_BYTES = 256 * 1024
 _TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+# Stored messages one processing transaction takes at most (see ``process_batch``).
+BATCH_SIZE = 50
+# True while a batch is processed: finished rows are saved together at the end.
+_in_batch: ContextVar[bool] = ContextVar("mail_in_batch", default=False)
 
 
 class MessageTooLarge(Exception):
@@ -210,6 +216,170 @@ def process(inbound_id: int, *, rerun: bool = False) -> InboundMessage:
         return InboundMessage.objects.defer("raw").get(pk=inbound_id)
 
 
+def process_batch(inbound_ids: list[int]) -> None:
+    """Process several stored messages in one transaction; each ends as ``process`` would
+    have left it.
+
+    Reads are made for all of them at once (earlier copies by Message-ID, the records their
+    In-Reply-To and References name) and a mailbox that can take many messages at once
+    (``routing.mailbox_batch``) gets them together, so that it can write its rows in bulk; the
+    rows of the messages are saved together at the end. A message whose handler fails is
+    quarantined alone; if the batch fails as a whole (a bulk write refused, the database busy),
+    nothing of it is kept and each message is processed alone with ``process``. A process
+    killed mid-batch leaves every row ``received``, for the sweeper or the listener's start.
+
+    A message is put off to be processed alone after the batch commits when what it depends on
+    is written in the same batch: a later copy (same Message-ID) of a message the batch did not
+    make something of, and a reply to a message of the batch.
+    """
+    if len(inbound_ids) <= 1:
+        for pk in inbound_ids:
+            _process_alone(pk)
+        return
+    token = _in_batch.set(True)
+    try:
+        with transaction.atomic():
+            put_off = _process_together(inbound_ids)
+    except Exception:
+        log.exception("a batch of %d messages failed; processing them one by one", len(inbound_ids))
+        put_off = inbound_ids
+    finally:
+        _in_batch.reset(token)
+    for pk in put_off:
+        _process_alone(pk)
+
+
+def _process_alone(inbound_id: int) -> None:
+    with contextlib.suppress(NotFound):
+        process(inbound_id)
+
+
+def _process_together(inbound_ids: list[int]) -> list[int]:
+    """The batch's work inside its transaction; the ids left for one-by-one processing."""
+    rows = list(
+        lock_skip_locked(
+            InboundMessage.objects.filter(pk__in=inbound_ids, status=Status.RECEIVED)
+        ).order_by("pk")
+    )
+    readable: list[tuple[InboundMessage, ParsedMessage]] = []
+    for message in rows:
+        parsed, failure = _parse(message)
+        if _read(message, parsed, failure):
+            assert parsed is not None
+            readable.append((message, parsed))
+
+    message_ids = [m.message_id for m, _p in readable if m.message_id]
+    _lock_message_ids(message_ids)
+    originals = _originals_by_message_id(message_ids)
+    first_copies: dict[str, InboundMessage] = {}
+    later_copies: list[tuple[InboundMessage, InboundMessage]] = []
+    put_off: list[InboundMessage] = []
+    fresh: list[tuple[InboundMessage, ParsedMessage]] = []
+    for message, parsed in readable:
+        if message.message_id:
+            original = originals.get(message.message_id)
+            if original is not None:
+                _finish_duplicate(message, original)
+                continue
+            if message.message_id in first_copies:
+                later_copies.append((message, first_copies[message.message_id]))
+                continue
+        referred = {*parsed.in_reply_to, *parsed.references}
+        if referred & first_copies.keys():
+            put_off.append(message)
+            continue
+        if message.message_id:
+            first_copies[message.message_id] = message
+        fresh.append((message, parsed))
+    within = _within_rate_limits([(m, p) for m, p in fresh if not p.automated])
+    routable = [
+        (message, parsed)
+        for message, parsed in fresh
+        if not _screened_out(message, parsed, rerun=False, within=within.get(message.pk))
+    ]
+
+    made: list[tuple[InboundMessage, models.Model]] = []
+    together: dict[routing.MailboxHandler, list[tuple[InboundMessage, ParsedMessage]]] = {}
+    for (message, parsed), route in zip(routable, routing.route_many(routable), strict=True):
+        if route.mailbox is not None and routing.mailbox_batch(route.mailbox) is not None:
+            together.setdefault(route.mailbox, []).append((message, parsed))
+            continue
+        handle = _handler(message, parsed, route)
+        if handle is None:
+            continue
+        try:
+            with transaction.atomic():
+                record = handle()
+        except Exception as exc:
+            _handler_failed(message, exc)
+            continue
+        made.append((message, record))
+    for mailbox, pairs in together.items():
+        many = routing.mailbox_batch(mailbox)
+        assert many is not None
+        for (message, _parsed), result in zip(pairs, many(pairs), strict=True):
+            if isinstance(result, Exception):
+                _handler_failed(message, result)
+            else:
+                made.append((message, result))
+
+    content_types = ContentType.objects
+    links = []
+    for message, record in made:
+        if record is not None:
+            message.content_type = content_types.get_for_model(type(record))
+            message.object_id = record.pk
+            links.append((message.message_id, record))
+        _finish(message, Status.PROCESSED, "")
+    routing.link_messages(links)
+    for message, first in later_copies:
+        if first.status in HANDLED:
+            _finish_duplicate(message, first)
+        else:
+            put_off.append(message)
+    _save_finished([m for m in rows if m.status != Status.RECEIVED])
+    return [m.pk for m in put_off]
+
+
+def _save_finished(messages: list[InboundMessage]) -> None:
+    """Save what processing wrote to these rows, in one round trip.
+
+    One UPDATE by primary key, run for every row (``executemany``, pipelined by psycopg):
+    ``bulk_update``'s CASE expressions cost more Python than the rest of a batch's writes.
+    """
+    if not messages:
+        return
+    meta = InboundMessage._meta
+    fields = [meta.get_field(name) for name in _FINISHED_FIELDS]
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    # Only names from the model are formatted in; values go as parameters.
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {assignments} "  # noqa: S608
+        f"WHERE {quote(meta.pk.column)} = %s"
+    )
+    rows = [
+        [field.get_db_prep_save(getattr(m, field.attname), connection) for field in fields] + [m.pk]
+        for m in messages
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+def _originals_by_message_id(message_ids: list[str]) -> dict[str, InboundMessage]:
+    """For each Message-ID, the first message with it that was already made something of."""
+    if not message_ids:
+        return {}
+    originals: dict[str, InboundMessage] = {}
+    for original in (
+        InboundMessage.objects.filter(message_id__in=set(message_ids), status__in=HANDLED)
+        .order_by("pk")
+        .only("pk", "message_id", "content_type_id", "object_id")
+    ):
+        originals.setdefault(original.message_id, original)
+    return originals
+
+
 def process_pending(limit: int = 100, older_than: timedelta | None = None) -> int:
     """Process up to ``limit`` messages still ``received``, oldest first; return how many."""
     pending = InboundMessage.objects.filter(status=Status.RECEIVED)
@@ -258,27 +428,66 @@ def _parse(message: InboundMessage) -> tuple[ParsedMessage | None, str]:
 def _process_row(
     message: InboundMessage, parsed: ParsedMessage | None, failure: str, *, rerun: bool
 ) -> None:
+    if not _read(message, parsed, failure):
+        return
+    assert parsed is not None
+    if message.message_id:
+        _lock_message_ids([message.message_id])
+        original = _original_of(message)
+        if original is not None:
+            _finish_duplicate(message, original)
+            return
+    if _screened_out(message, parsed, rerun=rerun):
+        return
+    route = routing.route(message, parsed)
+    handle = _handler(message, parsed, route)
+    if handle is None:
+        return
+    try:
+        # A savepoint: a failing handler leaves nothing half-written.
+        with transaction.atomic():
+            made = handle()
+    except Exception as exc:
+        _handler_failed(message, exc)
+        return
+    if made is not None:
+        _link(message, made)
+    _finish(message, Status.PROCESSED, "")
+
+
+def _read(message: InboundMessage, parsed: ParsedMessage | None, failure: str) -> bool:
+    """Take what the parser read into the row; ``False`` (and quarantined) if it read nothing."""
     message.attempts += 1
     if parsed is None:
         _finish(message, Status.QUARANTINED, failure)
-        return
+        return False
     message.message_id = clean_message_id(parsed.message_id)
     message.from_address = storable(parsed.from_address)[:320]
     message.subject = one_line(parsed.subject)[:300]
     message.flags = [*message.flags, *(f for f in parsed.flags if f not in message.flags)]
+    return True
 
-    if message.message_id:
-        original = _original_of(message)
-        if original is not None:
-            message.content_type_id = original.content_type_id
-            message.object_id = original.object_id
-            reason = _("The same Message-ID as message %(id)s.") % {"id": original.pk}
-            _finish(message, Status.DUPLICATE, reason)
-            return
+
+def _finish_duplicate(message: InboundMessage, original: InboundMessage) -> None:
+    message.content_type_id = original.content_type_id
+    message.object_id = original.object_id
+    reason = _("The same Message-ID as message %(id)s.") % {"id": original.pk}
+    _finish(message, Status.DUPLICATE, reason)
+
+
+def _screened_out(
+    message: InboundMessage, parsed: ParsedMessage, *, rerun: bool, within: bool | None = None
+) -> bool:
+    """Automated mail and a sender over the rate limit are ignored (and finished here).
+
+    ``within`` is whether the sender is within the rate limit, when the caller counted it.
+    """
     if parsed.automated:
         _finish(message, Status.IGNORED, parsed.automated)
-        return
-    if not rerun and not _within_rate_limit(message, parsed):
+        return True
+    if within is None and not rerun:
+        within = _within_rate_limit(message, parsed)
+    if not rerun and not within:
         mail = settings.TRELLIS["MAIL"]
         reason = _(
             "Rate limit: more than %(limit)s messages from %(sender)s in %(minutes)s minutes."
@@ -288,9 +497,14 @@ def _process_row(
             "minutes": mail["SENDER_WINDOW_SECONDS"] // 60,
         }
         _finish(message, Status.IGNORED, reason)
-        return
+        return True
+    return False
 
-    route = routing.route(message, parsed)
+
+def _handler(
+    message: InboundMessage, parsed: ParsedMessage, route: routing.Route
+) -> Callable[[], models.Model | None] | None:
+    """What makes the message part of a record; ``None`` (and quarantined) when nothing can."""
     if route.record is not None:
         record = route.record
         reply_handler = routing.reply_handler(type(record))
@@ -299,48 +513,45 @@ def _process_row(
                 "type": record._meta.verbose_name
             }
             _finish(message, Status.QUARANTINED, reason)
-            return
-
-        def handle() -> models.Model | None:
-            return reply_handler(record, message, parsed)
-
-    elif route.mailbox is not None:
+            return None
+        return lambda: reply_handler(record, message, parsed)
+    if route.mailbox is not None:
         mailbox = route.mailbox
+        return lambda: mailbox(message, parsed)
+    addresses = ", ".join(message.recipients) or _("no recipient")
+    _finish(message, Status.QUARANTINED, _("No mailbox for %(address)s.") % {"address": addresses})
+    return None
 
-        def handle() -> models.Model | None:
-            return mailbox(message, parsed)
 
-    else:
-        addresses = ", ".join(message.recipients) or _("no recipient")
-        _finish(
-            message, Status.QUARANTINED, _("No mailbox for %(address)s.") % {"address": addresses}
-        )
+def _handler_failed(message: InboundMessage, exc: BaseException) -> None:
+    log.error("the handler of message %s failed", message.pk, exc_info=exc)
+    reason = _("The handler failed: %(error)s") % {"error": describe_error(exc)}
+    _finish(message, Status.QUARANTINED, reason)
+
+
+def _lock_message_ids(message_ids: list[str]) -> None:
+    """Two copies processed at once would both find no original; the second waits here until
+    the first commits. (On SQLite the write lock already serialises them.) Taken in one order,
+    so that two batches waiting for each other's Message-IDs cannot deadlock."""
+    if connection.vendor != "postgresql" or not message_ids:
         return
-
-    try:
-        # A savepoint: a failing handler leaves nothing half-written.
-        with transaction.atomic():
-            made = handle()
-    except Exception as exc:
-        log.exception("the handler of message %s failed", message.pk)
-        reason = _("The handler failed: %(error)s") % {"error": describe_error(exc)}
-        _finish(message, Status.QUARANTINED, reason)
-        return
-    if made is not None:
-        _link(message, made)
-    _finish(message, Status.PROCESSED, "")
+    keys = sorted(
+        {
+            int.from_bytes(hashlib.sha256(m.encode()).digest()[:8], "big", signed=True)
+            for m in message_ids
+        }
+    )
+    with connection.cursor() as cursor:
+        if len(keys) == 1:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", keys)
+        else:
+            cursor.execute(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k", [keys]
+            )
 
 
 def _original_of(message: InboundMessage) -> InboundMessage | None:
     """The first message with the same Message-ID that was already made something of."""
-    if connection.vendor == "postgresql":
-        # Two copies processed at once would both find no original; the second waits here
-        # until the first commits. (On SQLite the write lock already serialises them.)
-        digest = hashlib.sha256(message.message_id.encode()).digest()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)]
-            )
     return (
         InboundMessage.objects.filter(message_id=message.message_id, status__in=HANDLED)
         .exclude(pk=message.pk)
@@ -355,12 +566,22 @@ def _sender_key(message: InboundMessage, parsed: ParsedMessage) -> str:
 
 
 def _within_rate_limit(message: InboundMessage, parsed: ParsedMessage) -> bool:
+    return _hit_sender(_sender_key(message, parsed))
+
+
+def _within_rate_limits(pairs: list[tuple[InboundMessage, ParsedMessage]]) -> dict[int, bool]:
+    """``_within_rate_limit`` of each message (by id), counted in the order of the senders:
+    a counter's row stays locked until the batch commits, and two batches that bump the same
+    senders' rows in the same order wait for each other instead of deadlocking."""
+    by_sender: dict[str, list[int]] = {}
+    for message, parsed in pairs:
+        by_sender.setdefault(_sender_key(message, parsed), []).append(message.pk)
+    return {pk: _hit_sender(key) for key in sorted(by_sender) for pk in by_sender[key]}
+
+
+def _hit_sender(key: str) -> bool:
     mail = settings.TRELLIS["MAIL"]
-    return ratelimit.hit(
-        "mail-sender:" + _sender_key(message, parsed),
-        mail["SENDER_LIMIT"],
-        mail["SENDER_WINDOW_SECONDS"],
-    )
+    return ratelimit.hit("mail-sender:" + key, mail["SENDER_LIMIT"], mail["SENDER_WINDOW_SECONDS"])
 
 
 def _link(message: InboundMessage, record: models.Model) -> None:
@@ -370,26 +591,30 @@ def _link(message: InboundMessage, record: models.Model) -> None:
     routing.link_message(message.message_id, record)
 
 
+# What processing writes to a message's row.
+_FINISHED_FIELDS = [
+    "status",
+    "reason",
+    "attempts",
+    "processed_at",
+    "message_id",
+    "from_address",
+    "subject",
+    "flags",
+    "content_type",
+    "object_id",
+]
+
+
 def _finish(message: InboundMessage, status: str, reason: str) -> None:
+    """Set the outcome and save it; in a batch, the rows are saved together at its end."""
     if status == Status.QUARANTINED:
         log.warning("message %s quarantined: %s", message.pk, reason)
     message.status = status
     message.reason = reason
     message.processed_at = clock.now()
-    message.save(
-        update_fields=[
-            "status",
-            "reason",
-            "attempts",
-            "processed_at",
-            "message_id",
-            "from_address",
-            "subject",
-            "flags",
-            "content_type",
-            "object_id",
-        ]
-    )
+    if not _in_batch.get():
+        message.save(update_fields=_FINISHED_FIELDS)
 
 
 def describe_error(exc: BaseException) -> str:

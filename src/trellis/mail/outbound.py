@@ -14,10 +14,13 @@ Stored fields keep Message-IDs without angle brackets (as ``MessageLink`` and th
 the brackets are added to the headers when the message is sent.
 """
 
+import functools
 import logging
 import re
 import smtplib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from email.utils import make_msgid, parseaddr
 
@@ -69,6 +72,10 @@ _RESERVED_HEADERS = frozenset(
         "content-transfer-encoding",
         "mime-version",
     }
+)
+# The messages queued inside ``queued_together``, with their records; written at its end.
+_together: ContextVar[list[tuple[OutboundMessage, models.Model | None]] | None] = ContextVar(
+    "outbound_together", default=None
 )
 
 
@@ -125,6 +132,10 @@ def queue(
         if record is not None:
             message.content_type = ContentType.objects.get_for_model(type(record))
             message.object_id = record.pk
+        together = _together.get()
+        if together is not None:
+            together.append((message, record))
+            return message
         message.save()
         if record is not None:
             routing.link_message(message_id, record)
@@ -132,23 +143,57 @@ def queue(
     return message
 
 
+@contextmanager
+def queued_together() -> Iterator[None]:
+    """Messages queued inside the block are written when it ends, all in one statement and
+    their Message-ID links in another, and one task sends them all after the commit.
+
+    Until the block ends, a message ``queue`` returned has no ``pk``: for callers that do not
+    use it (the acknowledgements of a batch of new cases). Use inside a transaction; if the
+    block raises, nothing of it is written.
+    """
+    together: list[tuple[OutboundMessage, models.Model | None]] = []
+    token = _together.set(together)
+    try:
+        yield
+    finally:
+        _together.reset(token)
+    if not together:
+        return
+    messages = OutboundMessage.objects.bulk_create([message for message, _record in together])
+    routing.link_messages(
+        [(message.message_id, record) for message, record in together if record is not None]
+    )
+    ids = [message.pk for message in messages]
+    transaction.on_commit(lambda: _enqueue_many(ids))
+
+
 def _addresses(values: list[str], field: str, errors: dict[str, list[str]]) -> list[str]:
     """Addresses, plain or with a name (``Kim <kim@example.com>``), each checked."""
     checked = []
     for value in values:
         value = str(value or "").strip()
-        _name, address = parseaddr(value)
-        try:
-            if any(c in value for c in "\r\n\x00"):
-                raise ValidationError("line break")
-            validate_email(address)
-        except ValidationError:
+        if not _is_address(value):
             errors.setdefault(field, []).append(
                 _("Not a valid e-mail address: %(value)s") % {"value": value[:320]}
             )
             continue
         checked.append(value[:320])
     return checked
+
+
+# The same few addresses come again and again (the support address on every acknowledgement),
+# and Django's check of one costs more than the rest of queueing a message.
+@functools.lru_cache(maxsize=4096)
+def _is_address(value: str) -> bool:
+    if any(c in value for c in "\r\n\x00"):
+        return False
+    _name, address = parseaddr(value)
+    try:
+        validate_email(address)
+    except ValidationError:
+        return False
+    return True
 
 
 def _headers(headers: dict[str, str], errors: dict[str, list[str]]) -> dict[str, str]:
@@ -176,6 +221,16 @@ def _enqueue(outbound_id: int) -> None:
     except Exception:
         # The row is still queued; the sweeper sends it after LOST_TASK_AFTER.
         log.exception("could not enqueue outgoing message %s", outbound_id)
+
+
+def _enqueue_many(outbound_ids: list[int]) -> None:
+    from .tasks import send_messages
+
+    try:
+        send_messages.enqueue(outbound_ids)
+    except Exception:
+        # The rows are still queued; the sweeper sends them after LOST_TASK_AFTER.
+        log.exception("could not enqueue %d outgoing messages", len(outbound_ids))
 
 
 # Sending.

@@ -3,7 +3,10 @@
 Domain apps register handlers from ``AppConfig.ready``; mail never imports them.
 
 - A *mailbox* handles mail to one address of ours (the support address): ``handler(inbound,
-  parsed)`` returns the record the message became part of.
+  parsed)`` returns the record the message became part of. A mailbox may also take many
+  messages at once, in the processing transaction of a batch: ``handler.many(pairs)`` is given
+  ``(inbound, parsed)`` pairs and returns, for each, the record or the exception that stopped
+  that message alone, having written nothing for it (see ``mailbox_batch``).
 - A *reply handler* handles a reply to one record type: ``handler(record, inbound, parsed)``.
 
 The mail layer links the message's Message-ID to the record a handler returns, so later replies
@@ -26,6 +29,9 @@ from .models import InboundMessage, MessageLink
 from .parsing import ParsedMessage
 
 MailboxHandler = Callable[[InboundMessage, ParsedMessage], models.Model | None]
+BatchHandler = Callable[
+    [list[tuple[InboundMessage, ParsedMessage]]], list[models.Model | Exception | None]
+]
 ReplyHandler = Callable[[models.Model, InboundMessage, ParsedMessage], models.Model | None]
 
 _mailboxes: dict[str, MailboxHandler] = {}
@@ -55,6 +61,11 @@ def mailbox(address: str) -> MailboxHandler | None:
 
 def reply_handler(model: type[models.Model]) -> ReplyHandler | None:
     return _reply_handlers.get(model)
+
+
+def mailbox_batch(handler: MailboxHandler) -> BatchHandler | None:
+    """The mailbox's way of taking many messages at once, if it has one (``handler.many``)."""
+    return getattr(handler, "many", None)
 
 
 def reply_address(record: models.Model) -> str:
@@ -109,36 +120,77 @@ def record_for_message_ids(message_ids: list[str]) -> models.Model | None:
 
 def link_message(message_id: str, record: models.Model) -> None:
     """Remember that ``message_id`` belongs to ``record`` (first record wins)."""
-    if not message_id:
-        return
-    # One INSERT ... ON CONFLICT DO NOTHING: no read first, and no savepoint to recover from a
-    # duplicate inside the caller's transaction.
-    MessageLink.objects.bulk_create(
-        [
-            MessageLink(
-                message_id=message_id[:250],
-                content_type=ContentType.objects.get_for_model(record),
-                object_id=record.pk,
-            )
-        ],
-        ignore_conflicts=True,
-    )
+    link_messages([(message_id, record)])
+
+
+def link_messages(links: list[tuple[str, models.Model]]) -> None:
+    """``link_message`` for many Message-IDs, in one statement."""
+    rows = [
+        MessageLink(
+            message_id=message_id[:250],
+            content_type=ContentType.objects.get_for_model(type(record)),
+            object_id=record.pk,
+        )
+        for message_id, record in links
+        if message_id
+    ]
+    if rows:
+        # One INSERT ... ON CONFLICT DO NOTHING: no read first, and no savepoint to recover
+        # from a duplicate inside the caller's transaction.
+        MessageLink.objects.bulk_create(rows, ignore_conflicts=True)
 
 
 def route(inbound: InboundMessage, parsed: ParsedMessage) -> Route:
-    recipients = [*inbound.recipients, *parsed.to, *parsed.cc]
-    for address in recipients:
+    return route_many([(inbound, parsed)])[0]
+
+
+def route_many(pairs: list[tuple[InboundMessage, ParsedMessage]]) -> list[Route]:
+    """The route of each message; the Message-IDs of all of them are looked up in one query."""
+    routes: list[Route | None] = []
+    referring: dict[int, list[str]] = {}
+    for n, (inbound, parsed) in enumerate(pairs):
+        record = _record_for_addresses(_recipients(inbound, parsed))
+        routes.append(Route(record=record) if record is not None else None)
+        if record is None:
+            referring[n] = [m[:250] for m in [*parsed.in_reply_to, *parsed.references] if m]
+    wanted = {message_id for ids in referring.values() for message_id in ids}
+    # The newest link of each Message-ID wins, as in ``record_for_message_ids``.
+    links: dict[str, tuple[int, int, int]] = {}
+    if wanted:
+        for link_id, message_id, content_type_id, object_id in MessageLink.objects.filter(
+            message_id__in=wanted
+        ).values_list("id", "message_id", "content_type_id", "object_id"):
+            links[message_id] = (link_id, content_type_id, object_id)
+    records: dict[tuple[int, int], models.Model | None] = {}
+    for n, ids in referring.items():
+        found = [links[m] for m in ids if m in links]
+        if found:
+            _link_id, content_type_id, object_id = max(found)
+            key = (content_type_id, object_id)
+            if key not in records:
+                records[key] = _record(content_type_id, object_id)
+            if records[key] is not None:
+                routes[n] = Route(record=records[key])
+    for n, (inbound, parsed) in enumerate(pairs):
+        if routes[n] is None:
+            handler = next(
+                filter(None, map(mailbox, _recipients(inbound, parsed))),
+                None,
+            )
+            routes[n] = Route(mailbox=handler)
+    return routes  # type: ignore[return-value]
+
+
+def _recipients(inbound: InboundMessage, parsed: ParsedMessage) -> list[str]:
+    return [*inbound.recipients, *parsed.to, *parsed.cc]
+
+
+def _record_for_addresses(addresses: list[str]) -> models.Model | None:
+    for address in addresses:
         record = record_for_address(address)
         if record is not None:
-            return Route(record=record)
-    record = record_for_message_ids([*parsed.in_reply_to, *reversed(parsed.references)])
-    if record is not None:
-        return Route(record=record)
-    for address in recipients:
-        handler = mailbox(address)
-        if handler is not None:
-            return Route(mailbox=handler)
-    return Route()
+            return record
+    return None
 
 
 def _record(content_type_id: int, object_id: int) -> models.Model | None:

@@ -149,8 +149,9 @@ class ProcessProcessing:
     """Stored messages processed by processes of their own, fed from one queue of ids.
 
     The processes are started fresh ("spawn", not a fork of a process that runs threads) and
-    use the database this process uses. A process that dies takes at most the message it held;
-    that row stays ``received`` for the sweeper.
+    use the database this process uses. Each takes the ids waiting in the queue together (see
+    ``processor.main``). A process that dies takes at most the batch it held, uncommitted: those
+    rows stay ``received`` for the sweeper.
     """
 
     def __init__(self, size: int) -> None:
@@ -228,6 +229,14 @@ def process_message(inbound_id: int) -> None:
     except Exception:
         # The row stays received; the sweeper tries it again.
         log.exception("processing message %s failed", inbound_id)
+
+
+def process_messages(inbound_ids: list[int]) -> None:
+    try:
+        inbound.process_batch(inbound_ids)
+    except Exception:
+        # The rows not done stay received; the sweeper tries them again.
+        log.exception("processing messages %s failed", inbound_ids)
 
 
 class SmtpListener:

@@ -20,31 +20,34 @@ import logging
 import re
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import OuterRef, Q, Subquery
+from django.db.models.functions import Upper
 from django.utils import translation
 from django.utils.translation import gettext as _
 
 from trellis.core import audit, clock, events, numbering
 from trellis.core.errors import Conflict, PermissionDenied, ValidationFailed
-from trellis.core.models import AuditEvent, User, hash_token
+from trellis.core.models import AuditEvent, Team, User, hash_token
 from trellis.core.services import system_user
 from trellis.core.visibility import can, visible
 from trellis.crm import services as crm_services
 from trellis.crm.models import Account, Contact, Product
-from trellis.mail import parsing, sanitize
+from trellis.mail import outbound, parsing, sanitize
 from trellis.mail.models import InboundMessage
 from trellis.mail.parsing import Attachment, ParsedMessage
 
 from . import assignment, contracts, notify, triage
-from .models import Case, CaseAttachment, CaseEvent
+from .models import AssignmentRule, Case, CaseAttachment, CaseEvent
 from .notify import one_line
 
 log = logging.getLogger(__name__)
@@ -156,6 +159,151 @@ def open_case(
         raise PermissionDenied(_("You may not create this kind of record."))
     by_system = actor is None
     actor = actor or system_user()
+    request = _checked_request(
+        actor,
+        channel=channel,
+        subject=subject,
+        body=body,
+        requester_email=requester_email,
+        requester_name=requester_name,
+        language=language,
+        html=html,
+        attachments=attachments,
+        product=product,
+        inbound=inbound,
+        send_acknowledgement=send_acknowledgement,
+    )
+    # No savepoint inside a caller's transaction: what fails from here on fails the caller's
+    # transaction too (the mail layer runs each handler in a savepoint of its own).
+    with transaction.atomic(savepoint=False):
+        contact, account = _contact_for(
+            request.email, request.requester_name, actor if by_system else None
+        )
+        access_key = secrets.token_urlsafe(24)
+        case = _new_case(request, contact, account, access_key, clock.now())
+        case.save(force_insert=True)
+        _received, message = CaseEvent.objects.bulk_create(
+            _first_events(case, request, actor, follows)
+        )
+        CaseAttachment.objects.bulk_create(_attachment_rows(case, message, request.attachments))
+        _assign(case, actor)
+        contracts.link_case(case, actor)
+        _created_audit_row(case, actor).save()
+        events.emit("case.created", id=case.pk, actor_id=actor.pk, channel=channel)
+        if case.acknowledged_at is not None:
+            # The only message of a new case is the one it was opened from.
+            notify.acknowledge(case, access_key, answering=inbound.message_id if inbound else "")
+    return case, access_key
+
+
+def open_cases(requests: list[dict[str, Any]]) -> list[tuple[Case, str] | Exception]:
+    """``open_case`` for many requests at once, by the system user: the mail intake's batches.
+
+    Each request holds ``open_case``'s arguments but ``actor`` and ``follows``. Returns, for
+    each, the case and its access key, or the ``ValidationFailed`` (or the failure to make its
+    contact) that stopped it alone, having written nothing for it. The cases come out as
+    ``open_case`` makes them, field by field and row by row; the rows of all of them are written
+    together (a few statements in all instead of some twenty per case), and the
+    acknowledgements are queued together, to be sent by one task. Raises when a bulk write
+    fails; then nothing of the batch is kept (the caller's transaction rolls back).
+    """
+    actor = system_user()
+    results: list[tuple[Case, str] | Exception | None] = [None] * len(requests)
+    checked: list[tuple[int, _Request]] = []
+    for n, request in enumerate(requests):
+        try:
+            checked.append((n, _checked_request(actor, **request)))
+        except ValidationFailed as exc:
+            results[n] = exc
+    with transaction.atomic(savepoint=False):
+        parties = _contacts_for_many(
+            [(request.email, request.requester_name) for _n, request in checked], actor
+        )
+        now = clock.now()
+        rules = list(
+            AssignmentRule.objects.filter(is_active=True)
+            .select_related("user")
+            .order_by("order", "pk")
+        )
+        opened: list[tuple[int, Case, str, _Request]] = []
+        for n, request in checked:
+            party = parties[request.email]
+            if isinstance(party, Exception):
+                results[n] = party
+                continue
+            access_key = secrets.token_urlsafe(24)
+            case = _new_case(request, *party, access_key, now)
+            if rules:
+                _choose_owner(case, rules)
+            opened.append((n, case, access_key, request))
+        if not opened:
+            return results  # type: ignore[return-value]
+        Case.objects.bulk_create([case for _n, case, _key, _request in opened])
+        teams = Team.objects.in_bulk({case.team_id for _n, case, _k, _r in opened} - {None})
+        timeline: list[CaseEvent] = []
+        files: list[tuple[Case, CaseEvent, list[Attachment]]] = []
+        for _n, case, _key, request in opened:
+            if case.team_id is not None:
+                case.team = teams[case.team_id]
+            received, message = _first_events(case, request, actor)
+            timeline += [received, message]
+            files.append((case, message, request.attachments))
+            if case.owner_id or case.team_id:
+                timeline.append(_assigned_on_arrival(case, actor, now))
+        CaseEvent.objects.bulk_create(timeline)
+        CaseAttachment.objects.bulk_create(
+            [row for case, m, attached in files for row in _attachment_rows(case, m, attached)]
+        )
+        for _n, case, _key, _request in opened:
+            contracts.link_case(case, actor)
+        AuditEvent.objects.bulk_create(
+            [_created_audit_row(case, actor) for _n, case, _k, _r in opened]
+        )
+        with outbound.queued_together():
+            for n, case, key, request in opened:
+                events.emit("case.created", id=case.pk, actor_id=actor.pk, channel=request.channel)
+                if case.acknowledged_at is not None:
+                    inbound = request.inbound
+                    notify.acknowledge(case, key, answering=inbound.message_id if inbound else "")
+                results[n] = (case, key)
+    return results  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What a new case is made of, checked."""
+
+    channel: str
+    subject: str
+    body: str
+    html: str
+    email: str
+    requester_name: str
+    language: str
+    product: Product | None
+    attachments: list[Attachment]
+    inbound: InboundMessage | None
+    # Whether the case gets an acknowledgement (claimed at creation: nobody else sees the case
+    # before its transaction commits, so no conditional update as in ``acknowledge`` is needed).
+    acknowledged: bool
+
+
+def _checked_request(
+    actor: User,
+    *,
+    channel: str,
+    subject: str,
+    body: str,
+    requester_email: str,
+    requester_name: str = "",
+    language: str = "",
+    html: str = "",
+    attachments: Iterable[Attachment] = (),
+    product: Product | int | None = None,
+    inbound: InboundMessage | None = None,
+    send_acknowledgement: bool = True,
+) -> _Request:
+    """The input of a new case, cleaned; ``ValidationFailed`` with every field error."""
     subject = one_line(subject)
     # Callers other than the mail layer may hand in HTML that nobody cleaned.
     html = sanitize.clean_html(html or "")
@@ -176,83 +324,92 @@ def open_case(
     languages = {code for code, _name in settings.LANGUAGES}
     if language and language not in languages:
         errors["language"] = [_("Unknown language.")]
-    product = _checked_product(actor, product, errors)
+    checked_product = _checked_product(actor, product, errors)
     if errors:
         raise ValidationFailed(errors)
-    language = language or parsing.language(subject, body)
-    if not subject:
-        subject = _subject_from(body)
-    attachments = list(attachments)
+    return _Request(
+        channel=channel,
+        subject=subject or _subject_from(body),
+        body=body,
+        html=html,
+        email=email,
+        requester_name=requester_name,
+        language=language or parsing.language(subject, body),
+        product=checked_product,
+        attachments=list(attachments),
+        inbound=inbound,
+        acknowledged=send_acknowledgement and not _is_ours(email),
+    )
 
-    # Nobody else sees the case before this transaction commits, so the acknowledgement is
-    # claimed at creation instead of by the conditional update ``acknowledge`` needs.
-    acknowledged = send_acknowledgement and not _is_ours(email)
-    # No savepoint inside a caller's transaction: what fails from here on fails the caller's
-    # transaction too (the mail layer runs each handler in a savepoint of its own).
-    with transaction.atomic(savepoint=False):
-        contact, account = _contact_for(email, requester_name, actor if by_system else None)
-        access_key = secrets.token_urlsafe(24)
-        now = clock.now()
-        case = Case.objects.create(
-            tracking_number=numbering.next_number("CS"),
-            access_key_hash=hash_token(access_key),
-            subject=subject,
-            description=body,
-            channel=channel,
-            contact=contact,
-            account=account,
-            product=product,
-            requester_email=email,
-            requester_name=requester_name,
-            language=language,
-            suggested_kind=_suggested_kind(subject, body),
-            created_at=now,
-            updated_at=now,
-            acknowledged_at=now if acknowledged else None,
-        )
-        received = {"channel": channel}
-        if follows is not None:
-            received["follows"] = follows.tracking_number
-        _received, message = CaseEvent.objects.bulk_create(
-            [
-                CaseEvent(
-                    case=case,
-                    kind=CaseEvent.Kind.RECEIVED,
-                    public=True,
-                    at=now,
-                    actor=actor,
-                    data=received,
-                ),
-                CaseEvent(
-                    case=case,
-                    kind=CaseEvent.Kind.CUSTOMER_MESSAGE,
-                    public=True,
-                    at=now,
-                    actor=actor,
-                    author=requester_name or email,
-                    body=body,
-                    html=html,
-                    data={"via": channel, "from": email},
-                    inbound=inbound,
-                ),
-            ]
-        )
-        _save_attachments(case, message, attachments, public=True)
-        _assign(case, actor)
-        contracts.link_case(case, actor)
-        snapshot = audit.snapshot(case, list(_AUDITED))
-        audit.record(
-            actor,
-            case,
-            AuditEvent.Action.CREATED,
-            {name: value for name, value in snapshot.items() if value},
-            str(case),
-        )
-        events.emit("case.created", id=case.pk, actor_id=actor.pk, channel=channel)
-        if acknowledged:
-            # The only message of a new case is the one it was opened from.
-            notify.acknowledge(case, access_key, answering=inbound.message_id if inbound else "")
-    return case, access_key
+
+def _new_case(
+    request: _Request, contact: Contact, account: Account | None, access_key: str, now: Any
+) -> Case:
+    """The case's row, not saved yet."""
+    return Case(
+        tracking_number=numbering.next_number("CS"),
+        access_key_hash=hash_token(access_key),
+        subject=request.subject,
+        description=request.body,
+        channel=request.channel,
+        contact=contact,
+        account=account,
+        product=request.product,
+        requester_email=request.email,
+        requester_name=request.requester_name,
+        language=request.language,
+        suggested_kind=_suggested_kind(request.subject, request.body),
+        created_at=now,
+        updated_at=now,
+        acknowledged_at=now if request.acknowledged else None,
+    )
+
+
+def _first_events(
+    case: Case, request: _Request, actor: User, follows: Case | None = None
+) -> list[CaseEvent]:
+    """ "Received" and the customer's message, not saved yet."""
+    received: dict[str, Any] = {"channel": request.channel}
+    if follows is not None:
+        received["follows"] = follows.tracking_number
+    message = CaseEvent(
+        case=case,
+        kind=CaseEvent.Kind.CUSTOMER_MESSAGE,
+        public=True,
+        at=case.created_at,
+        actor=actor,
+        author=request.requester_name or request.email,
+        body=request.body,
+        html=request.html,
+        data={"via": request.channel, "from": request.email},
+        inbound=request.inbound,
+    )
+    return [
+        CaseEvent(
+            case=case,
+            kind=CaseEvent.Kind.RECEIVED,
+            public=True,
+            at=case.created_at,
+            actor=actor,
+            data=received,
+        ),
+        message,
+    ]
+
+
+def _created_audit_row(case: Case, actor: User) -> AuditEvent:
+    """The audit trail's "created" row of a new case, not saved yet."""
+    values = {name: value for name, value in audit.snapshot(case, list(_AUDITED)).items() if value}
+    return AuditEvent(
+        content_type=ContentType.objects.get_for_model(Case),
+        object_id=case.pk,
+        action=AuditEvent.Action.CREATED,
+        actor=actor if actor.pk else None,
+        at=clock.now(),
+        # ``diff`` against nothing gives each value as the audit trail keeps it.
+        changes={name: new for name, (_old, new) in audit.diff({}, values).items()},
+        summary=str(case)[:300],
+    )
 
 
 def acknowledge(case: Case, access_key: str) -> bool:
@@ -335,14 +492,30 @@ def _assign(case: Case, actor: User) -> None:
         case.owner_id = case.team_id = None
         return
     if case.owner_id or case.team_id:
-        CaseEvent.objects.create(
-            case=case,
-            kind=CaseEvent.Kind.ASSIGNED,
-            public=True,
-            at=clock.now(),
-            actor=actor,
-            data={"owner": case.owner_id, "team": case.team_id, "on_arrival": True},
-        )
+        _assigned_on_arrival(case, actor, clock.now()).save()
+
+
+def _choose_owner(case: Case, rules: list[AssignmentRule]) -> None:
+    """``_assign`` for a case of a batch, not saved yet: the owner and team go in with it."""
+    try:
+        # Round robin and least open write under a savepoint of their own.
+        choice = assignment.choose(case, rules)
+    except Exception:
+        log.exception("assignment on arrival failed for case %s", case.tracking_number)
+        return
+    case.owner = choice.owner
+    case.team_id = choice.team_id
+
+
+def _assigned_on_arrival(case: Case, actor: User, at: Any) -> CaseEvent:
+    return CaseEvent(
+        case=case,
+        kind=CaseEvent.Kind.ASSIGNED,
+        public=True,
+        at=at,
+        actor=actor,
+        data={"owner": case.owner_id, "team": case.team_id, "on_arrival": True},
+    )
 
 
 # Contacts.
@@ -373,7 +546,124 @@ def _contact_for(
             return contact, account_for_domain(email)
         return contact, Account.objects.get(pk=contact.first_account_id)
     account = account_for_domain(email)
-    system = system or system_user()
+    return _new_contact(email, name, account, system or system_user()), account
+
+
+def account_for_domain(email: str) -> Account | None:
+    """The oldest account whose e-mail or web site is on the sender's domain.
+
+    Free-mail domains match nobody. A web site matches with or without ``www.``.
+    """
+    domain = _domain(email)
+    if domain is None:
+        return None
+    # One query for both kinds of match (query building costs more here than the scan), of
+    # three columns: most senders match nothing.
+    candidates = list(
+        Account.objects.filter(Q(email__iendswith="@" + domain) | Q(website__icontains=domain))
+        .order_by("id")
+        .values_list("pk", "email", "website")[:_DOMAIN_CANDIDATES]
+    )
+    pk = _account_among(candidates, domain)
+    return Account.objects.get(pk=pk) if pk is not None else None
+
+
+# The accounts a domain's match is chosen from: the oldest ones whose e-mail or web site has it.
+_DOMAIN_CANDIDATES = 50
+
+
+def _domain(email: str) -> str | None:
+    """The sender's domain, or ``None`` for one that says nothing about the company."""
+    domain = email.rpartition("@")[2].lower().strip()
+    return None if not domain or domain in FREE_MAIL_DOMAINS else domain
+
+
+def _account_among(candidates: list[tuple[int, str, str]], domain: str) -> int | None:
+    by_email = (pk for pk, address, _site in candidates if address.lower().endswith("@" + domain))
+    # A web site only "contains" the domain in the query; its host must be the domain.
+    by_site = (pk for pk, _address, site in candidates if _host(site) == domain)
+    return next(by_email, None) or next(by_site, None)
+
+
+def _contacts_for_many(
+    senders: list[tuple[str, str]], system: User
+) -> dict[str, tuple[Contact, Account | None] | Exception]:
+    """``_contact_for`` of each (e-mail, name), in a few queries for all of them.
+
+    A sender who writes twice gets one new contact, named as in the first message. The
+    failure to make a contact is kept as that sender's result, having written nothing.
+    """
+    found: dict[str, tuple[Contact, Account | None] | Exception] = {}
+    names: dict[str, str] = {}
+    for email, name in senders:
+        if not email.isascii() and email not in found:
+            # Upper-casing beyond ASCII is the database's to do: looked up alone.
+            try:
+                found[email] = _contact_for(email, name, system)
+            except Exception as exc:
+                log.warning("could not make a contact for %s", email, exc_info=True)
+                found[email] = exc
+        names.setdefault(email, name)
+    wanted = {email.upper(): email for email in names if email not in found}
+    contacts: dict[str, Contact] = {}
+    if wanted:
+        first_account = (
+            Contact.accounts.through.objects.filter(contact=OuterRef("pk"))
+            .order_by("account_id")
+            .values("account_id")[:1]
+        )
+        for contact in (
+            Contact.objects.annotate(email_upper=Upper("email"))
+            .filter(email_upper__in=list(wanted))
+            .order_by("id")
+            .only("id", "name")
+            .annotate(first_account_id=Subquery(first_account))
+        ):
+            contacts.setdefault(wanted[contact.email_upper], contact)
+    # Each domain's candidates in one query for all the domains that need one.
+    domains = {
+        domain
+        for email in wanted.values()
+        if (email not in contacts or contacts[email].first_account_id is None)
+        and (domain := _domain(email)) is not None
+    }
+    candidates: dict[str, list[tuple[int, str, str]]] = {domain: [] for domain in domains}
+    if domains:
+        condition = Q()
+        for domain in domains:
+            condition |= Q(email__iendswith="@" + domain) | Q(website__icontains=domain)
+        for row in (
+            Account.objects.filter(condition).order_by("id").values_list("pk", "email", "website")
+        ):
+            _pk, address, site = row
+            for domain in domains:
+                matches = address.upper().endswith("@" + domain.upper()) or (
+                    domain.upper() in site.upper()
+                )
+                if matches and len(candidates[domain]) < _DOMAIN_CANDIDATES:
+                    candidates[domain].append(row)
+    by_domain = {domain: _account_among(rows, domain) for domain, rows in candidates.items()}
+    account_ids = {pk for pk in by_domain.values() if pk is not None}
+    account_ids |= {c.first_account_id for c in contacts.values() if c.first_account_id}
+    accounts = Account.objects.select_related("owner").in_bulk(account_ids)
+    for email in wanted.values():
+        domain_account = by_domain.get(_domain(email) or "")
+        account = accounts[domain_account] if domain_account is not None else None
+        contact = contacts.get(email)
+        if contact is not None:
+            if contact.first_account_id is not None:
+                account = accounts[contact.first_account_id]
+            found[email] = (contact, account)
+            continue
+        try:
+            found[email] = (_new_contact(email, names[email], account, system), account)
+        except Exception as exc:
+            log.warning("could not make a contact for %s", email, exc_info=True)
+            found[email] = exc
+    return found
+
+
+def _new_contact(email: str, name: str, account: Account | None, system: User) -> Contact:
     owner = account.owner if account is not None and account.owner.is_active else system
     data: dict[str, Any] = {
         "name": name or email.partition("@")[0][:200],
@@ -382,30 +672,7 @@ def _contact_for(
     }
     if account is not None:
         data["accounts"] = [account.pk]
-    contact = crm_services.create(system, "contact", data, preset={"owner": owner})
-    return contact, account
-
-
-def account_for_domain(email: str) -> Account | None:
-    """The oldest account whose e-mail or web site is on the sender's domain.
-
-    Free-mail domains match nobody. A web site matches with or without ``www.``.
-    """
-    domain = email.rpartition("@")[2].lower().strip()
-    if not domain or domain in FREE_MAIL_DOMAINS:
-        return None
-    # One query for both kinds of match (query building costs more here than the scan), of
-    # three columns: most senders match nothing.
-    candidates = list(
-        Account.objects.filter(Q(email__iendswith="@" + domain) | Q(website__icontains=domain))
-        .order_by("id")
-        .values_list("pk", "email", "website")[:50]
-    )
-    by_email = (pk for pk, address, _site in candidates if address.lower().endswith("@" + domain))
-    # A web site only "contains" the domain in the query; its host must be the domain.
-    by_site = (pk for pk, _address, site in candidates if _host(site) == domain)
-    pk = next(by_email, None) or next(by_site, None)
-    return Account.objects.get(pk=pk) if pk is not None else None
+    return crm_services.create(system, "contact", data, preset={"owner": owner})
 
 
 def _host(url: str) -> str:
@@ -421,6 +688,14 @@ def _host(url: str) -> str:
 
 def _save_attachments(
     case: Case, event: CaseEvent, attachments: list[Attachment], *, public: bool
+) -> list[CaseAttachment]:
+    return CaseAttachment.objects.bulk_create(
+        _attachment_rows(case, event, attachments, public=public)
+    )
+
+
+def _attachment_rows(
+    case: Case, event: CaseEvent, attachments: list[Attachment], *, public: bool = True
 ) -> list[CaseAttachment]:
     limit = settings.TRELLIS["MAIL"]["MAX_ATTACHMENT_BYTES"]
     rows = []
@@ -443,7 +718,7 @@ def _save_attachments(
                 created_at=event.at,
             )
         )
-    return CaseAttachment.objects.bulk_create(rows)
+    return rows
 
 
 # Replies from the customer.
@@ -546,6 +821,63 @@ def handle_mail(inbound: InboundMessage, parsed: ParsedMessage) -> Case:
     return case
 
 
+def handle_mails(
+    pairs: list[tuple[InboundMessage, ParsedMessage]],
+) -> list[Case | Exception]:
+    """``handle_mail`` for many messages at once: the mail layer's batches.
+
+    The tracking numbers of all of them are looked up in one query; replies join their cases
+    one by one, each in a savepoint; new cases are opened together by ``open_cases``. Returns,
+    for each message, its case or the exception that stopped it alone.
+    """
+    results: list[Case | Exception | None] = [None] * len(pairs)
+    references = [
+        (_tracking_numbers(parsed.subject), _tracking_numbers(parsed.text))
+        for _inbound, parsed in pairs
+    ]
+    wanted = {number for numbers in references for part in numbers for number in part}
+    cases = {c.tracking_number: c for c in Case.objects.filter(tracking_number__in=wanted)}
+    openings: list[tuple[int, dict[str, Any]]] = []
+    replies: list[tuple[int, Case, InboundMessage, ParsedMessage, str]] = []
+    for n, ((inbound, parsed), (in_subject, in_text)) in enumerate(
+        zip(pairs, references, strict=True)
+    ):
+        try:
+            sender = _sender(parsed)
+        except ValidationFailed as exc:
+            results[n] = exc
+            continue
+        case = _case_among(in_subject, cases, sender) or _case_among(in_text, cases, sender)
+        if case is None:
+            openings.append((n, _mail_request(inbound, parsed, sender)))
+        else:
+            replies.append((n, case, inbound, parsed, sender))
+    if len({case.pk for _n, case, *_rest in replies}) > 1:
+        # Locked in one order, before any is written to: two batches with replies to the same
+        # cases then wait for each other instead of deadlocking.
+        list(
+            Case.objects.select_for_update()
+            .filter(pk__in={case.pk for _n, case, *_rest in replies})
+            .order_by("pk")
+            .values_list("pk")
+        )
+    for n, case, inbound, parsed, sender in replies:
+        try:
+            with transaction.atomic():
+                results[n] = _mail_to_case(case, inbound, parsed, sender)
+        except Exception as exc:
+            results[n] = exc
+    opened = open_cases([request for _n, request in openings])
+    for (n, _request), result in zip(openings, opened, strict=True):
+        results[n] = result[0] if isinstance(result, tuple) else result
+    return results  # type: ignore[return-value]
+
+
+# The mail layer hands a batch of stored messages to the mailbox's ``many`` (see
+# ``trellis.mail.routing``).
+handle_mail.many = handle_mails  # type: ignore[attr-defined]
+
+
 def handle_reply(record: Case, inbound: InboundMessage, parsed: ParsedMessage) -> Case:
     """Mail to a case's reply address, or answering a message we sent or received for it.
 
@@ -562,13 +894,24 @@ def case_by_reference(text: str, sender: str = "") -> Case | None:
     A follow-up of a closed case carries both numbers in its subject; the newest is the one the
     conversation continues in.
     """
-    numbers = list(dict.fromkeys(m.upper() for m in TRACKING_NUMBER.findall(text or "")))[:20]
+    numbers = _tracking_numbers(text)
     if not numbers:
         return None
-    cases = list(Case.objects.filter(tracking_number__in=numbers))
-    if not cases:
+    cases = {c.tracking_number: c for c in Case.objects.filter(tracking_number__in=numbers)}
+    return _case_among(numbers, cases, sender)
+
+
+def _tracking_numbers(text: str) -> list[str]:
+    """The tracking numbers in ``text``, each once, the first 20."""
+    return list(dict.fromkeys(m.upper() for m in TRACKING_NUMBER.findall(text or "")))[:20]
+
+
+def _case_among(numbers: list[str], cases: dict[str, Case], sender: str) -> Case | None:
+    """Of the cases ``numbers`` name, the sender's own, newest."""
+    named = [cases[number] for number in numbers if number in cases]
+    if not named:
         return None
-    return max(cases, key=lambda c: (c.requester_email == sender, c.pk))
+    return max(named, key=lambda c: (c.requester_email == sender, c.pk))
 
 
 def resolve_reference(text: str) -> Case | None:
@@ -643,32 +986,36 @@ def _foreign_message(
 def _open_from_mail(
     inbound: InboundMessage, parsed: ParsedMessage, sender: str, follows: Case | None = None
 ) -> tuple[Case, str]:
+    # The mail layer runs handlers in a savepoint of its own: no second one is needed here.
+    with transaction.atomic(savepoint=False):
+        case, key = open_case(**_mail_request(inbound, parsed, sender), follows=follows)
+        if follows is not None:
+            _note_follow_up(follows, case)
+    return case, key
+
+
+def _mail_request(inbound: InboundMessage, parsed: ParsedMessage, sender: str) -> dict[str, Any]:
+    """``open_case``'s arguments for a message that opens a case."""
     language = parsed.language if parsed.language in ("en", "ko") else ""
     subject = one_line(parsed.subject)[:MAX_SUBJECT]
     body = _limited(parsed.text)
     if not subject and not body.strip():
         with translation.override(language or "en"):
             subject = _("(no subject)")
-    # The mail layer runs handlers in a savepoint of its own: no second one is needed here.
-    with transaction.atomic(savepoint=False):
-        case, key = open_case(
-            channel=Case.Channel.EMAIL,
-            subject=subject,
-            body=body,
-            requester_email=sender,
-            requester_name=one_line(parsed.from_name)[:MAX_NAME],
-            language=language,
-            html=parsed.html,
-            attachments=parsed.attachments,
-            inbound=inbound,
-            follows=follows,
-            # The mail layer keeps automated mail away from us; should one slip through, an
-            # acknowledgement to an auto-responder could start a loop.
-            send_acknowledgement=not parsed.automated,
-        )
-        if follows is not None:
-            _note_follow_up(follows, case)
-    return case, key
+    return {
+        "channel": Case.Channel.EMAIL,
+        "subject": subject,
+        "body": body,
+        "requester_email": sender,
+        "requester_name": one_line(parsed.from_name)[:MAX_NAME],
+        "language": language,
+        "html": parsed.html,
+        "attachments": parsed.attachments,
+        "inbound": inbound,
+        # The mail layer keeps automated mail away from us; should one slip through, an
+        # acknowledgement to an auto-responder could start a loop.
+        "send_acknowledgement": not parsed.automated,
+    }
 
 
 def _note_follow_up(old: Case, new: Case) -> None:
