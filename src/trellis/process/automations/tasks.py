@@ -32,4 +32,3 @@ def plan_timers(rule_id: int, version: int) -> int:
 
     rule = Rule.objects.filter(pk=rule_id, version=version).first()
     return plan_rule(rule) if rule is not None else 0
-
