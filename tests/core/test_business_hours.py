@@ -59,4 +59,3 @@ def test_working_hours_come_from_settings(settings):
 def test_business_days_count_back_as_well_as_forward(start, days, expected):
     got = add_days(start.replace(tzinfo=SEOUL), days, business=True)
     assert got == expected.replace(tzinfo=SEOUL)
-
