@@ -248,10 +248,16 @@ def test_demo_approvals_show_every_state_and_fill_the_report():
 
 @pytest.mark.django_db(transaction=True)
 def test_demo_automations_tell_the_replacement_part_story():
+    # Real commits: the rules run as each change commits, as they do when ``trellis demo`` runs.
+    # An earlier test with real commits may have flushed the default pipelines: put them back.
+    from importlib import import_module
+
+    from django.apps import apps
+
     from trellis.process.automations.models import HoldPlacement, Rule, RuleRun
     from trellis.process.models import Task
 
-    # Real commits: the rules run as each change commits, as they do when ``trellis demo`` runs.
+    import_module("trellis.crm.migrations.0005_default_pipelines").create_pipelines(apps, None)
     out = _demo(scale=200, seed=1)
     assert "automation rules" in out
     assert Rule.objects.count() == 5

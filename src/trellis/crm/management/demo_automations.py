@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from trellis.core.models import User
 from trellis.crm import services as crm
-from trellis.crm.models import Account, Product
+from trellis.crm.models import Opportunity, Product
 from trellis.process.approvals import services as approvals
 from trellis.process.approvals.models import ApprovalRequest
 from trellis.process.automations import services
@@ -147,16 +147,22 @@ def _orders(users: dict[str, User]) -> None:
     notes = ("Replacement pump seal", "교체 부품: 밸브", "Replacement bearing, urgent")
     sellers = [u for u in users.values() if u.role and u.role.code == "sales"]
     for seller in sellers:
-        account = Account.objects.filter(owner=seller, email__gt="").order_by("pk").first()
-        if part is None or account is None:
-            continue
-        placed.append(
-            crm.create_order(
-                seller,
-                {"account_id": account.pk, "notes": notes[len(placed)], "status": "placed"},
-                [{"product_id": part.pk, "quantity": 1, "unit_price": Decimal(part.unit_price)}],
-            )
+        # Like every demo order, it comes from a deal the seller won.
+        deal = (
+            Opportunity.objects.filter(owner=seller, status="won", account__email__gt="")
+            .order_by("pk")
+            .first()
         )
+        if part is None or deal is None:
+            continue
+        data = {
+            "account_id": deal.account_id,
+            "opportunity_id": deal.pk,
+            "notes": notes[len(placed)],
+            "status": "placed",
+        }
+        line = {"product_id": part.pk, "quantity": 1, "unit_price": Decimal(part.unit_price)}
+        placed.append(crm.create_order(seller, data, [line]))
         if len(placed) == len(notes):
             break
     requests = ApprovalRequest.objects.filter(
