@@ -408,6 +408,9 @@ def test_the_pages_render_in_both_languages(people, account, events):
     assert "Press line" in detail and "<td>fired</td>" in detail
     listing = _browser(people["admin"]).get("/automations/").content.decode()
     assert "Big deals" in listing and f"/automations/{made.pk}/edit/" in listing
+    # The kind of record is named in the page's language, not by its key.
+    holds = _browser(people["admin"], "ko").get("/automations/holds/").content.decode()
+    assert "<td>영업기회</td>" in holds
     assert _browser(people["admin"]).get("/automations/?type=planet").status_code == 404
     assert _browser(people["admin"]).get("/automations/dry-run/?rule=999").status_code == 404
 

@@ -1,9 +1,12 @@
-"""The navigation entry of automations, for the people who may define rules."""
+"""The navigation entry of automations, for the people who may define rules, and the name of
+a kind of record in the reader's language."""
 
 from typing import Any
 
 from django import template
 from django.urls import reverse
+
+from trellis.core import registry
 
 from ..automations import queries
 
@@ -21,3 +24,12 @@ def automations_nav(context: template.Context) -> dict[str, Any]:
         "url": reverse("automations:rule-list"),
         "current": match is not None and match.namespace == "automations",
     }
+
+
+@register.filter
+def kind_label(object_type: str) -> str:
+    """ "order" as the page's language names it (주문)."""
+    try:
+        return registry.get(object_type).label
+    except KeyError:
+        return object_type
