@@ -248,16 +248,7 @@ class QueuePage(Output):
 def _rule_row(rule: Rule) -> dict[str, Any]:
     row = {
         "id": rule.pk,
-        "object_type": rule.object_type,
-        "name": rule.name,
-        "is_enabled": rule.is_enabled,
-        "position": rule.position,
-        "trigger": rule.trigger,
-        "trigger_params": rule.trigger_params,
-        "condition": rule.condition,
-        "mode": rule.mode,
-        "actions": rule.actions,
-        "throttle_per_hour": rule.throttle_per_hour,
+        **services.definition(rule),
         "version": rule.version,
         "created_by_id": rule.created_by_id,
         "created_at": rule.created_at,

@@ -33,12 +33,12 @@ def save_rule(
         rule = None
         if pk is not None:
             rule = _locked_rule(actor, pk, version)
-            data = {**_fields(rule), **data}
+            data = {**definition(rule), **data}
         errors: dict[str, list[str]] = {}
         values = definitions.checked_rule(actor, data, errors)
         if errors:
             raise ValidationFailed(errors)
-        before = _fields(rule) if rule else {}
+        before = definition(rule) if rule else {}
         now = clock.now()
         if rule is None:
             rule = Rule(created_by=actor, created_at=now)
@@ -68,7 +68,7 @@ def set_rule_enabled(actor: User, pk: int, enabled: bool, version: int | None) -
 def delete_rule(actor: User, pk: int, version: int | None = None) -> None:
     with transaction.atomic():
         rule = _locked_rule(actor, pk, version)
-        _audit(actor, rule, _fields(rule), deleted=True)
+        _audit(actor, rule, definition(rule), deleted=True)
         rule.delete()
 
 
@@ -99,7 +99,8 @@ def _check_graph(rule: Rule) -> None:
         raise ValidationFailed({"actions": [exc.message]}, exc.message) from None
 
 
-def _fields(rule: Rule) -> dict[str, Any]:
+def definition(rule: Rule) -> dict[str, Any]:
+    """What a rule is, as ``save_rule`` takes it."""
     return {
         "object_type": rule.object_type,
         "name": rule.name,
@@ -119,7 +120,7 @@ def _audit(actor: User, rule: Rule, before: dict[str, Any], *, deleted: bool = F
         action, changes = AuditEvent.Action.DELETED, {"name": rule.name}
     else:
         action = AuditEvent.Action.UPDATED if before else AuditEvent.Action.CREATED
-        changes = audit.diff(before, _fields(rule))
+        changes = audit.diff(before, definition(rule))
     audit.record(actor, rule, action, changes, rule.name)
 
 
