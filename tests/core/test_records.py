@@ -378,6 +378,83 @@ def test_events_wait_for_the_outermost_commit(transactional_db, heard):
     assert [name for name, _payload in heard] == ["account.created", "account.deleted"]
 
 
+def test_events_dispatched_together_reach_a_batch_handler_in_one_call(
+    sales, heard, django_capture_on_commit_callbacks
+):
+    batches: list[list[str]] = []
+
+    def one(name: str, payload: dict) -> None:
+        raise AssertionError("a handler with a batch form is not called one by one")
+
+    def many(items: list[tuple[str, dict]]) -> None:
+        batches.append([name for name, _payload in items])
+
+    events.subscribe("account.created", one, many=many)
+    try:
+        with events.dispatched_together():
+            with django_capture_on_commit_callbacks(execute=True):
+                first = services.create(sales, "account", {"name": "Hanbit"})
+                with pytest.raises(Rollback), transaction.atomic():
+                    services.create(sales, "account", {"name": "Rolled back"})
+                    raise Rollback
+                second = services.create(sales, "account", {"name": "Daehan"})
+            assert (heard, batches) == ([], [])  # committed, but held until the block ends
+    finally:
+        events.unsubscribe("account.created", one)
+    assert batches == [["account.created", "account.created"]]
+    # A handler without a batch form hears each event, in the order they were committed.
+    assert [payload["id"] for _name, payload in heard] == [first.pk, second.pk]
+
+
+# Many records at once
+
+
+def test_update_many_writes_each_record_with_its_audit_and_event(
+    sales, heard, django_capture_on_commit_callbacks
+):
+    deals = [factories.opportunity(sales, name=f"Deal {n}") for n in range(3)]
+    with django_capture_on_commit_callbacks(execute=True):
+        services.update_many(
+            sales,
+            "opportunity",
+            [
+                (deals[0].pk, {"description": "first"}, deals[0].version),
+                (deals[1].pk, {"name": deals[1].name}, deals[1].version),  # no change
+                (deals[2].pk, {"description": "third", "probability": 40}, deals[2].version),
+            ],
+        )
+    stored = {d.pk: d for d in Opportunity.objects.all()}
+    assert [stored[d.pk].version for d in deals] == [2, 1, 2]
+    assert (stored[deals[0].pk].description, stored[deals[2].pk].description) == ("first", "third")
+    assert stored[deals[2].pk].probability_manual  # a probability given is kept, as in update
+    assert audit.history(deals[0]).first().changes == {"description": ["", "first"]}
+    assert audit.history(deals[1]).count() == 1  # created only
+    assert [(name, p["id"], p["changed"]) for name, p in heard] == [
+        ("opportunity.updated", deals[0].pk, ["description"]),
+        ("opportunity.updated", deals[2].pk, ["description", "probability"]),
+    ]
+
+
+def test_update_many_refuses_the_whole_batch_for_one_stale_record(sales):
+    first, second = factories.opportunity(sales), factories.opportunity(sales)
+    with pytest.raises(StaleVersion):
+        services.update_many(
+            sales,
+            "opportunity",
+            [(first.pk, {"description": "new"}, 1), (second.pk, {"description": "new"}, 7)],
+        )
+    assert set(Opportunity.objects.values_list("description", "version")) == {("", 1)}
+
+
+def test_update_many_takes_no_links_and_no_status(sales):
+    contact = factories.contact(sales)
+    deal = factories.opportunity(sales)
+    with pytest.raises(ValueError, match="one record at a time"):
+        services.update_many(sales, "contact", [(contact.pk, {"accounts": []}, 1)])
+    with pytest.raises(ValueError, match="one deal at a time"):
+        services.update_many(sales, "opportunity", [(deal.pk, {"status": "won"}, 1)])
+
+
 # Two writers at once
 
 

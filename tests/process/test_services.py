@@ -146,6 +146,87 @@ def test_a_record_the_actor_may_not_see_is_no_such_record(people):
     assert refused.value.errors == {"record_id": ["No such record."]}
 
 
+def test_many_tasks_at_once_are_what_one_task_at_a_time_would_be(people, team):
+    ana, ben = people["ana"], people["ben"]
+    accounts = [factories.account(ana, name=f"Account {n}") for n in range(3)]
+    made = services.create_tasks(
+        ana,
+        [
+            {"title": "Call", "user_id": ben.pk, "record_type": "account", "record_id": a.pk}
+            for a in accounts[:2]
+        ]
+        + [
+            {
+                "title": "Queue",
+                "team_id": team.pk,
+                "record_type": "account",
+                "record_id": accounts[2].pk,
+                "due_at": in_hours(4),
+            }
+        ],
+    )
+    assert [(t.thread.record, t.assignee_kind, t.title) for t in made] == [
+        (accounts[0], "user", "Call"),
+        (accounts[1], "user", "Call"),
+        (accounts[2], "team", "Queue"),
+    ]
+    assert len({t.thread_id for t in made}) == 3  # each the first of a thread of its own
+    assert all(history(t) == ["created"] for t in made)
+    # Ben hears of his two tasks, and (in the app only) of the one in his team's queue.
+    assert sorted(n.text for n in Notification.objects.filter(user=ben)) == [
+        "Ana gave you a task: Call",
+        "Ana gave you a task: Call",
+        "Ana put a task in your team's queue: Queue",
+    ]
+    assert len(mail_to(ben.email)) == 2
+    assert (
+        AuditEvent.objects.filter(
+            content_type=ContentType.objects.get_for_model(Task), action="created"
+        ).count()
+        == 3
+    )
+
+
+def test_many_tasks_are_refused_as_a_whole_with_the_faults_by_position(people):
+    ana, cho = people["ana"], people["cho"]
+    deal = factories.opportunity(ana)
+    account = factories.account(ana)
+    before = everything()
+    with pytest.raises(ValidationFailed) as refused:
+        services.create_tasks(
+            ana,
+            [
+                {
+                    "title": "Fine",
+                    "user_id": ana.pk,
+                    "record_type": "account",
+                    "record_id": account.pk,
+                },
+                {"title": "", "user_id": ana.pk, "record_type": "account", "record_id": account.pk},
+                {
+                    "title": "Hidden",
+                    "user_id": cho.pk,
+                    "record_type": "opportunity",
+                    "record_id": deal.pk,
+                },
+                {"title": "Nowhere", "user_id": ana.pk, "record_type": "spaceship", "record_id": 1},
+                {
+                    "title": "Out",
+                    "external_email": "x@example.com",
+                    "record_type": "account",
+                    "record_id": account.pk,
+                },
+            ],
+        )
+    assert set(refused.value.errors) == {
+        "1.title",
+        "2.user_id",
+        "3.record_type",
+        "4.external_email",
+    }
+    assert everything() == before
+
+
 def test_completing_with_the_next_step_hands_the_work_on_in_the_same_thread(people, deliver):
     ana, ben, cho = people["ana"], people["ben"], people["cho"]
     with deliver():

@@ -55,7 +55,20 @@ def record(
     changes: dict[str, Any],
     summary: str = "",
 ) -> AuditEvent:
-    return AuditEvent.objects.create(
+    made = entry(actor, instance, action, changes, summary)
+    made.save()
+    return made
+
+
+def entry(
+    actor: User | None,
+    instance: models.Model,
+    action: str,
+    changes: dict[str, Any],
+    summary: str = "",
+) -> AuditEvent:
+    """The audit row ``record`` writes, unsaved: for services that write many in one go."""
+    return AuditEvent(
         content_type=ContentType.objects.get_for_model(type(instance)),
         object_id=instance.pk,
         action=action,

@@ -3,9 +3,11 @@
 Core never imports a domain app; each app registers its models here from ``AppConfig.ready``.
 """
 
+import functools
 from dataclasses import dataclass, field
 
 from django.db import models
+from django.urls import NoReverseMatch, get_script_prefix, reverse
 
 
 @dataclass(frozen=True)
@@ -47,3 +49,22 @@ def for_model(model: type[models.Model]) -> ObjectType:
 
 def all_types() -> list[ObjectType]:
     return list(_types.values())
+
+
+def record_path(object_type: str, pk: int) -> str:
+    """The record's page in the web UI, or "" where the type has none."""
+    template = _record_path_template(object_type, get_script_prefix())
+    return template.replace(_PK_MARK, str(int(pk))) if template else ""
+
+
+# A number no record has, reversed once per type and replaced by the id: reversing a URL for
+# each of thousands of records (a sweep telling people) costs more than the rest of the work.
+_PK_MARK = "987654321987654321"
+
+
+@functools.cache
+def _record_path_template(object_type: str, prefix: str) -> str:
+    try:
+        return reverse(get(object_type).detail_url_name, args=[int(_PK_MARK)])
+    except (KeyError, NoReverseMatch):
+        return ""

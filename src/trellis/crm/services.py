@@ -202,6 +202,30 @@ def update(
     return deal
 
 
+def update_many(
+    actor: User, object_type: str, items: Sequence[tuple[int, Mapping[str, Any], int | None]]
+) -> list[Any]:
+    """``update`` for many records of one type at once (``records.update_many``). A deal's
+    status and an order's lines change through ``update`` only: they move a pipeline or a
+    total."""
+    if object_type == "order" and any("lines" in data for _pk, data, _version in items):
+        raise ValueError("use set_order_lines()")
+    if object_type == "opportunity" and any("status" in data for _pk, data, _v in items):
+        raise ValueError("a deal's status changes one deal at a time: use update()")
+    with transaction.atomic():
+        updated = records.update_many(actor, SPECS[object_type], items)
+        if object_type == "opportunity":
+            # A probability given by someone is theirs from now on, as in ``update``.
+            given = {pk for pk, data, _version in items if "probability" in data}
+            for deal in updated:
+                if deal.pk in given and not deal.probability_manual:
+                    deal.probability_manual = True
+            Opportunity.objects.filter(pk__in=given, probability_manual=False).update(
+                probability_manual=True
+            )
+    return updated
+
+
 def delete(actor: User, object_type: str, pk: int, version: int | None = None) -> None:
     records.delete(actor, SPECS[object_type], pk, version)
 

@@ -40,8 +40,8 @@ class ProcessConfig(AppConfig):
                 detail_url_name="process:task-detail",
             )
         )
-        records.register_write_guard(approvals.guard_write)
-        records.register_write_guard(holds.guard_write)
+        records.register_write_guard(approvals.guard_write, many=approvals.guard_writes)
+        records.register_write_guard(holds.guard_write, many=holds.guard_writes)
         services.register_task_guard(holds.guard_task)
         routing.register_reply_handler(models.Task, mailreplies.handle_reply)
         inbound.register_reference_resolver(mailreplies.resolve_reference)

@@ -9,7 +9,10 @@ Callers queue inside their transaction; the mail is sent after it commits.
 """
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import models
@@ -31,6 +34,30 @@ AUTO_REPLIED = "auto-replied"
 # Subjects quote a task's title, cut to leave room for our words (300 in all).
 _TITLE_ROOM = 200
 _NOTIFICATION_LENGTH = Notification._meta.get_field("text").max_length
+
+
+@dataclass
+class _Together:
+    notices: list[Notification] = field(default_factory=list)
+    digest: dict[int, bool] = field(default_factory=dict)
+
+
+_together: ContextVar[_Together | None] = ContextVar("notify_together", default=None)
+
+
+@contextmanager
+def noticed_together() -> Iterator[None]:
+    """Notices made inside the block are written in one statement when it ends, and each
+    user's digest choice is read once: for services that tell many people at once. Until the
+    block ends, a notice ``notice`` returned has no ``pk``. If the block raises, nothing of it
+    is written."""
+    together = _Together()
+    token = _together.set(together)
+    try:
+        yield
+    finally:
+        _together.reset(token)
+    Notification.objects.bulk_create(together.notices)
 
 
 def language_of(user: User) -> str:
@@ -60,7 +87,13 @@ def local_time(at: dt.datetime | None) -> str:
 
 
 def wants_digest(user: User) -> bool:
-    return TaskMailSettings.objects.filter(pk=user.pk, daily_digest=True).exists()
+    together = _together.get()
+    if together is not None and user.pk in together.digest:
+        return together.digest[user.pk]
+    wants = TaskMailSettings.objects.filter(pk=user.pk, daily_digest=True).exists()
+    if together is not None:
+        together.digest[user.pk] = wants
+    return wants
 
 
 def _render(template: str, **context: object) -> str:
@@ -94,9 +127,13 @@ def _notify(user: User, task: Task, text: str) -> Notification:
 def notice(user: User, text: str, *, link: str = "", task: Task | None = None) -> Notification:
     """A message in ``user``'s notifications inbox; other apps leave theirs here too (e.g. the
     support desk's "the customer wrote")."""
-    return Notification.objects.create(
-        user=user, task=task, text=one_line(text)[:_NOTIFICATION_LENGTH], link=link
-    )
+    made = Notification(user=user, task=task, text=one_line(text)[:_NOTIFICATION_LENGTH], link=link)
+    together = _together.get()
+    if together is not None:
+        together.notices.append(made)
+    else:
+        made.save()
+    return made
 
 
 def _task_context(task: Task) -> dict[str, object]:

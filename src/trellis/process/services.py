@@ -19,7 +19,7 @@ given to someone else.
 """
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from trellis.core.errors import Conflict, NotFound, PermissionDenied, StaleVersi
 from trellis.core.models import SYSTEM_USERNAME, AuditEvent, Team, User
 from trellis.core.services import system_user
 from trellis.core.visibility import can, visible
-from trellis.mail import parsing
+from trellis.mail import outbound, parsing
 from trellis.mail.inbound import one_line, storable
 from trellis.mail.models import InboundMessage
 from trellis.mail.parsing import Attachment
@@ -87,6 +87,12 @@ TASK_FIELDS = (
 )
 # ``create_task`` also says where the task goes: into a thread, or into a new one.
 CREATE_FIELDS = (*TASK_FIELDS, "thread_id", "record_type", "record_id", "thread_title")
+# ``create_tasks`` makes new threads about records, each with a task for a user or a team.
+BATCH_FIELDS = (
+    *(name for name in TASK_FIELDS if name not in ("external_email", "external_name", "language")),
+    "record_type",
+    "record_id",
+)
 
 # Called before a task is added to a thread or completed, with the thread and the task's type;
 # a guard raises a ServiceError to refuse (a hold blocks the tasks of the types it names on
@@ -192,6 +198,53 @@ class Holder:
     language: str = ""
 
 
+def _assignable_users(pks: Iterable[int]) -> models.QuerySet[User]:
+    return (
+        User.objects.filter(pk__in=pks, is_active=True)
+        .exclude(username=SYSTEM_USERNAME)
+        .select_related("role")
+    )
+
+
+@dataclass
+class _Known:
+    """What checking a batch of new tasks reads once for all rather than once per task: the
+    users, teams and task types named, and which of the records each user may see."""
+
+    users: dict[int, User]
+    teams: dict[int, Team]
+    task_types: dict[int, TaskType]
+    seen: dict[tuple[int, int], set[int]]
+
+    @classmethod
+    def of(cls, items: Sequence[Mapping[str, Any]], records: Iterable[models.Model]) -> "_Known":
+        def ids(key: str) -> set[int]:
+            return {checked_id(item[key], key) for item in items if _given(item.get(key))}
+
+        users = {user.pk: user for user in _assignable_users(ids("user_id"))}
+        by_type: dict[type[models.Model], set[int]] = {}
+        for record in records:
+            by_type.setdefault(type(record), set()).add(record.pk)
+        seen = {}
+        for model, pks in by_type.items():
+            content_type_id = ContentType.objects.get_for_model(model).pk
+            for user in users.values():
+                seen[(user.pk, content_type_id)] = set(
+                    visible(user, model).filter(pk__in=pks).values_list("pk", flat=True)
+                )
+        return cls(
+            users=users,
+            teams=Team.objects.in_bulk(ids("team_id")),
+            task_types=TaskType.objects.filter(is_active=True).in_bulk(ids("task_type_id")),
+            seen=seen,
+        )
+
+    def sees(self, user: User, content_type_id: int | None, object_id: int | None) -> bool:
+        if content_type_id is None:
+            return True
+        return object_id in self.seen.get((user.pk, content_type_id), ())
+
+
 def _holder(
     actor: User,
     data: Mapping[str, Any],
@@ -199,6 +252,7 @@ def _holder(
     *,
     prefix: str = "",
     record: tuple[int | None, int | None] = (None, None),
+    known: _Known | None = None,
 ) -> Holder | None:
     """The assignee ``data`` names (``user_id``, ``team_id`` or ``external_email``)."""
     given = [key for key in ("user_id", "team_id", "external_email") if _given(data.get(key))]
@@ -208,17 +262,13 @@ def _holder(
         ]
         return None
     if given == ["user_id"]:
-        user = (
-            User.objects.filter(pk=checked_id(data["user_id"], prefix + "user_id"), is_active=True)
-            .exclude(username=SYSTEM_USERNAME)
-            .select_related("role")
-            .first()
-        )
+        pk = checked_id(data["user_id"], prefix + "user_id")
+        user = known.users.get(pk) if known else _assignable_users([pk]).first()
         if user is None:
             errors[prefix + "user_id"] = [_("No such user.")]
         elif not can(user, "edit", "task"):
             errors[prefix + "user_id"] = [_("%(name)s may not work on tasks.") % {"name": user}]
-        elif not _sees_record(user, *record):
+        elif not (known.sees(user, *record) if known else _sees_record(user, *record)):
             errors[prefix + "user_id"] = [
                 _("%(name)s may not see the record this thread is about.") % {"name": user}
             ]
@@ -226,7 +276,8 @@ def _holder(
             return Holder(Assignee.USER, user=user)
         return None
     if given == ["team_id"]:
-        team = Team.objects.filter(pk=checked_id(data["team_id"], prefix + "team_id")).first()
+        pk = checked_id(data["team_id"], prefix + "team_id")
+        team = known.teams.get(pk) if known else Team.objects.filter(pk=pk).first()
         if team is None:
             errors[prefix + "team_id"] = [_("No such team.")]
             return None
@@ -365,7 +416,13 @@ def _save(task: Task, *fields: str) -> None:
     task.save(update_fields=[*dict.fromkeys(fields), "version", "updated_at"])
 
 
-def _event(
+def _event(task: Task, kind: str, actor: User | None, **fields: Any) -> TaskEvent:
+    event = _event_row(task, kind, actor, **fields)
+    event.save()
+    return event
+
+
+def _event_row(
     task: Task,
     kind: str,
     actor: User | None,
@@ -378,7 +435,8 @@ def _event(
     inbound: InboundMessage | None = None,
     outbound: Any = None,
 ) -> TaskEvent:
-    return TaskEvent.objects.create(
+    """A history entry of ``task``, not saved."""
+    return TaskEvent(
         task=task,
         thread_id=task.thread_id,
         kind=kind,
@@ -426,10 +484,16 @@ class NewTask:
     priority: str
 
 
-def _task_type(value: Any, field: str, errors: dict[str, list[str]]) -> TaskType | None:
+def _task_type(
+    value: Any, field: str, errors: dict[str, list[str]], known: _Known | None = None
+) -> TaskType | None:
     if not _given(value):
         return None
-    found = TaskType.objects.filter(pk=checked_id(value, field), is_active=True).first()
+    pk = checked_id(value, field)
+    if known is not None:
+        found = known.task_types.get(pk)
+    else:
+        found = TaskType.objects.filter(pk=pk, is_active=True).first()
     if found is None:
         errors[field] = [_("No such task type.")]
     return found
@@ -443,6 +507,7 @@ def _checked_task(
     prefix: str = "",
     allowed: Iterable[str] = TASK_FIELDS,
     record: tuple[int | None, int | None] = (None, None),
+    known: _Known | None = None,
 ) -> NewTask | None:
     """A task's fields from ``data``, or ``None`` with ``errors`` filled in (keys prefixed)."""
     before = len(errors)
@@ -453,12 +518,12 @@ def _checked_task(
         _text(data.get("title"), prefix + "title", MAX_TITLE, errors, required=_("Give a title."))
     )
     description = _text(data.get("description"), prefix + "description", MAX_TEXT, errors)
-    task_type = _task_type(data.get("task_type_id"), prefix + "task_type_id", errors)
+    task_type = _task_type(data.get("task_type_id"), prefix + "task_type_id", errors, known)
     priority = data.get("priority") or Task.Priority.NORMAL
     if priority not in Task.Priority.values:
         errors[prefix + "priority"] = [_("Unknown priority.")]
     due_at = _due(data.get("due_at"), prefix + "due_at", errors)
-    holder = _holder(actor, data, errors, prefix=prefix, record=record)
+    holder = _holder(actor, data, errors, prefix=prefix, record=record, known=known)
     if len(errors) > before or holder is None:
         return None
     return NewTask(title, description, task_type, holder, due_at, priority)
@@ -544,6 +609,91 @@ def create_task(actor: User, data: Mapping[str, Any]) -> Task:
     return task
 
 
+def create_tasks(actor: User, items: Sequence[Mapping[str, Any]]) -> list[Task]:
+    """Many tasks, each the first of a new thread about a record (``record_type`` and
+    ``record_id``) and given to a user or a team's queue: what ``create_task`` does for each,
+    with each table written once for all of them. Refused as a whole when one item is wrong,
+    with errors keyed ``<index>.<field>``; a caller that must save the others tries them one by
+    one with ``create_task``."""
+    if not can(actor, "create", "task"):
+        raise PermissionDenied(_("You may not create tasks."))
+    errors: dict[str, list[str]] = {}
+    found = _records_for(actor, items, errors)
+    known = _Known.of(items, [record for record in found if record is not None])
+    checked: list[tuple[tuple[int, int], NewTask]] = []
+    for index, (data, record) in enumerate(zip(items, found, strict=True)):
+        if record is None:
+            continue
+        where = (ContentType.objects.get_for_model(type(record)).pk, record.pk)
+        new = _checked_task(
+            actor, data, errors, prefix=f"{index}.", allowed=BATCH_FIELDS, record=where, known=known
+        )
+        if new is not None:
+            checked.append((where, new))
+    if errors:
+        raise ValidationFailed(errors)
+    now = clock.now()
+    with transaction.atomic():
+        threads = Thread.objects.bulk_create(
+            Thread(
+                title=new.title,
+                content_type_id=where[0],
+                object_id=where[1],
+                created_by=actor,
+                created_at=now,
+                updated_at=now,
+            )
+            for where, new in checked
+        )
+        tasks = Task.objects.bulk_create(
+            _new_task(actor, thread, new, now=now)
+            for thread, (_where, new) in zip(threads, checked, strict=True)
+        )
+        rows = [_creation_rows(actor, task, now=now) for task in tasks]
+        TaskEvent.objects.bulk_create(event for event, _entry in rows)
+        AuditEvent.objects.bulk_create(entry for _event, entry in rows)
+        with notify.noticed_together(), outbound.queued_together():
+            for task in tasks:
+                _announce(task, actor, at=now)
+        for task in tasks:
+            events.emit("thread.created", id=task.thread_id, actor_id=actor.pk)
+            _emit_created(actor, task)
+    return tasks
+
+
+def _records_for(
+    actor: User, items: Sequence[Mapping[str, Any]], errors: dict[str, list[str]]
+) -> list[models.Model | None]:
+    """The record each item's new thread is about, if the actor may see it; one query per
+    type of record."""
+    wanted: list[tuple[type[models.Model], int] | None] = []
+    for index, data in enumerate(items):
+        try:
+            object_type = registry.get(data.get("record_type"))
+        except (KeyError, TypeError):
+            object_type = None
+        if object_type is None or object_type.model._meta.app_label == Task._meta.app_label:
+            errors[f"{index}.record_type"] = [_("Unknown record type.")]
+            wanted.append(None)
+            continue
+        wanted.append((object_type.model, checked_id(data.get("record_id"), f"{index}.record_id")))
+    by_model: dict[type[models.Model], set[int]] = {}
+    for place in filter(None, wanted):
+        by_model.setdefault(place[0], set()).add(place[1])
+    seen = {
+        (model, record.pk): record
+        for model, pks in by_model.items()
+        for record in visible(actor, model).filter(pk__in=pks)
+    }
+    found: list[models.Model | None] = []
+    for index, place in enumerate(wanted):
+        record = seen.get(place) if place else None
+        if place and record is None:
+            errors[f"{index}.record_id"] = [_("No such record.")]
+        found.append(record)
+    return found
+
+
 def _add_task(
     actor: User,
     thread: Thread,
@@ -555,6 +705,20 @@ def _add_task(
 ) -> Task:
     """Write a checked task into ``thread`` and tell its assignee; ``by`` names who hands it on
     (the actor by default)."""
+    task = _new_task(actor, thread, new, now=now, handed_from=handed_from)
+    task.save()
+    event, entry = _creation_rows(actor, task, now=now, handed_from=handed_from)
+    event.save()
+    _announce(task, actor, at=now, by=by)
+    entry.save()
+    _emit_created(actor, task, handed_from)
+    return task
+
+
+def _new_task(
+    actor: User, thread: Thread, new: NewTask, *, now: dt.datetime, handed_from: Task | None = None
+) -> Task:
+    """The row of a checked new task in ``thread``, given to its holder; not saved."""
     _check_task(thread, new.task_type)
     task = Task(
         thread=thread,
@@ -570,39 +734,48 @@ def _add_task(
         updated_at=now,
     )
     _give(task, new.holder, actor, now)
-    task.save()
-    task.thread = thread
-    _event(
+    return task
+
+
+def _creation_rows(
+    actor: User, task: Task, *, now: dt.datetime, handed_from: Task | None = None
+) -> tuple[TaskEvent, AuditEvent]:
+    """The new task's first history entry and its audit row, not saved."""
+    handed = handed_from.pk if handed_from else None
+    event = _event_row(
         task,
         Kind.CREATED,
         actor,
         at=now,
         body=task.description,
-        data={"to": party(task), "handed_from": handed_from.pk if handed_from else None},
+        data={"to": party(task), "handed_from": handed},
     )
-    _announce(task, actor, at=now, by=by)
-    _audit(
+    entry = audit.entry(
         actor,
         task,
+        AuditEvent.Action.CREATED,
         {
             "title": task.title,
-            "thread": thread.pk,
+            "thread": task.thread_id,
             "assignee": party(task),
             "due_at": task.due_at,
             "priority": task.priority,
-            "handed_from": handed_from.pk if handed_from else None,
+            "handed_from": handed,
         },
-        AuditEvent.Action.CREATED,
+        one_line(task.title),
     )
+    return event, entry
+
+
+def _emit_created(actor: User, task: Task, handed_from: Task | None = None) -> None:
     events.emit(
         "task.created",
         id=task.pk,
-        thread_id=thread.pk,
+        thread_id=task.thread_id,
         actor_id=actor.pk,
         assignee_kind=task.assignee_kind,
         handed_from_id=handed_from.pk if handed_from else None,
     )
-    return task
 
 
 # Editing.

@@ -103,6 +103,29 @@ def test_a_material_change_of_an_approved_record_reopens_approval(people, locked
     assert "amount" in reopened.comment
 
 
+def test_a_batch_update_is_held_to_the_lock_and_the_material_fields_too(people, locked):
+    # The channel the time-rule sweep writes through: many records in one go.
+    opportunity, request = locked
+    free = deal(people["seller"])
+    with pytest.raises(ValidationFailed, match=f"#{request.pk}"):
+        crm.update_many(
+            people["seller"],
+            "opportunity",
+            [(free.pk, {"name": "Free"}, free.version), (opportunity.pk, {"amount": 1}, 1)],
+        )
+    # Refused as a whole: the unlocked deal is unchanged as well.
+    assert Opportunity.objects.get(pk=free.pk).name == free.name
+    services.approve(people["boss"], request.pk)
+    record = Opportunity.objects.get(pk=opportunity.pk)
+    crm.update_many(
+        people["seller"],
+        "opportunity",
+        [(free.pk, {"name": "Free"}, free.version), (record.pk, {"amount": 90_000_000}, None)],
+    )
+    reopened = ApprovalRequest.objects.get(status="pending")
+    assert (reopened.object_id, reopened.previous_id) == (record.pk, request.pk)
+
+
 def test_a_change_below_the_threshold_needs_no_approval_again(people, locked):
     opportunity, request = locked
     services.approve(people["boss"], request.pk)

@@ -1596,16 +1596,46 @@ def guard_write(actor: User, instance: models.Model, changed: frozenset[str] | N
     if subject is None or _engine_writing.get():
         return
     # One query on every guarded write: the pending request if there is one, else the latest.
-    last = (
-        ApprovalRequest.objects.filter(content_type=_content_type(instance), object_id=instance.pk)
+    last = _deciding_requests(type(instance), [instance.pk]).first()
+    _guard(actor, instance, changed, last)
+
+
+def guard_writes(actor: User, changes: list[tuple[models.Model, frozenset[str]]]) -> None:
+    """``guard_write`` for many changed records of one type, with one query for all."""
+    if not changes or _engine_writing.get():
+        return
+    model = type(changes[0][0])
+    if subjects.for_model(model) is None:
+        return
+    last: dict[int, ApprovalRequest] = {}
+    for request in _deciding_requests(model, [instance.pk for instance, _changed in changes]):
+        last.setdefault(request.object_id, request)
+    for instance, changed in changes:
+        _guard(actor, instance, changed, last.get(instance.pk))
+
+
+def _deciding_requests(model: type[models.Model], pks: list[int]) -> models.QuerySet:
+    """The requests of these records, for each the pending one first, then the latest."""
+    return (
+        ApprovalRequest.objects.filter(
+            content_type=ContentType.objects.get_for_model(model), object_id__in=pks
+        )
         .select_related("process", "process_version")
         .order_by(
+            "object_id",
             models.Case(models.When(status=Status.PENDING, then=0), default=1),
             "-submitted_at",
             "-pk",
         )
-        .first()
     )
+
+
+def _guard(
+    actor: User,
+    instance: models.Model,
+    changed: frozenset[str] | None,
+    last: ApprovalRequest | None,
+) -> None:
     if last is not None and last.status == Status.PENDING:
         if changed is None:
             if not is_admin(actor):

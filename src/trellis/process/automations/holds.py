@@ -101,9 +101,30 @@ def _on_timeline(actor: User | None, record: models.Model, text: str) -> None:
 
 def guard_write(actor: User, instance: models.Model, changed: frozenset[str] | None) -> None:
     """Refuse a change a hold of the record blocks: a field taking the blocked value."""
-    if not changed:
+    if changed:
+        _refuse_blocked(instance, changed, list(waiting(instance)))
+
+
+def guard_writes(actor: User, changes: list[tuple[models.Model, frozenset[str]]]) -> None:
+    """``guard_write`` for many changed records of one type, with one query for all."""
+    if not changes:
         return
-    for placement in waiting(instance):
+    placements: dict[int, list[HoldPlacement]] = {}
+    for placement in HoldPlacement.objects.filter(
+        content_type=ContentType.objects.get_for_model(type(changes[0][0])),
+        object_id__in=[instance.pk for instance, _changed in changes],
+        released_at__isnull=True,
+    ).select_related("hold"):
+        placements.setdefault(placement.object_id, []).append(placement)
+    for instance, changed in changes:
+        if changed:
+            _refuse_blocked(instance, changed, placements.get(instance.pk, []))
+
+
+def _refuse_blocked(
+    instance: models.Model, changed: frozenset[str], placements: list[HoldPlacement]
+) -> None:
+    for placement in placements:
         for block in placement.hold.blocks:
             name = block.get("field")
             if name not in changed:

@@ -33,7 +33,6 @@ How it stays right:
 """
 
 import datetime as dt
-import functools
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,7 +45,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q, QuerySet
 from django.template.loader import render_to_string
-from django.urls import NoReverseMatch, get_script_prefix, reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
@@ -754,25 +753,6 @@ def _insert(alerts: list[Alert]) -> list[Alert]:
     return inserted
 
 
-def record_path(object_type: str, pk: int) -> str:
-    """The record's page in the web UI, or "" where the type has none."""
-    template = _record_path_template(object_type, get_script_prefix())
-    return template.replace(_PK_MARK, str(int(pk))) if template else ""
-
-
-# A number no record has, reversed once per type and replaced by the id: reversing a URL for
-# every alert of a large sweep costs more than the rest of telling people.
-_PK_MARK = "987654321987654321"
-
-
-@functools.cache
-def _record_path_template(object_type: str, prefix: str) -> str:
-    try:
-        return reverse(registry.get(object_type).detail_url_name, args=[int(_PK_MARK)])
-    except (KeyError, NoReverseMatch):
-        return ""
-
-
 def _tell(
     subject: subjects.Subject,
     alerts: list[Alert],
@@ -817,7 +797,7 @@ def _tell(
                     Notification(
                         user=person,
                         text=one_line(text)[:_NOTIFICATION_LENGTH],
-                        link=record_path(subject.object_type, alert.object_id),
+                        link=registry.record_path(subject.object_type, alert.object_id),
                         created_at=now,
                     )
                 )
@@ -961,6 +941,29 @@ def resync(subject: subjects.Subject, pk: Any, *, reset_stalled: bool = False) -
         if record is None:
             return
         _resync_locked(subject, record, clock.now(), reset_stalled=reset_stalled)
+
+
+def resync_many(subject: subjects.Subject, pks: Iterable[int]) -> None:
+    """``resync`` for many records of one type at once: one lock, one sync per pipeline."""
+    with transaction.atomic():
+        records = list(
+            subject.model._default_manager.select_for_update()
+            .filter(pk__in=set(pks))
+            .order_by("pk")  # locks taken in one order: two batches cannot deadlock
+        )
+        pipeline_of = dict(
+            Stage.objects.filter(
+                pk__in={getattr(r, subject.stage_field + "_id") for r in records}
+            ).values_list("pk", "pipeline_id")
+        )
+        by_pipeline: dict[int, list[Any]] = defaultdict(list)
+        for record in records:
+            pipeline_id = pipeline_of.get(getattr(record, subject.stage_field + "_id"))
+            if pipeline_id is not None:
+                by_pipeline[pipeline_id].append(record)
+        now = clock.now()
+        for pipeline_id, members in by_pipeline.items():
+            _sync(subject, pipeline_id, _active_rules(pipeline_id), members, now, fire=False)
 
 
 def _resync_locked(
@@ -1192,6 +1195,24 @@ def on_task(payload: Mapping[str, Any]) -> None:
         resync(subject, task.thread.object_id)
 
 
+def on_tasks(payloads: Iterable[Mapping[str, Any]]) -> None:
+    """``on_task`` for a batch of task events: each record re-synced once."""
+    places = (
+        Task.objects.filter(pk__in={p.get("id") for p in payloads})
+        .exclude(thread__content_type=None)
+        .values_list("thread__content_type", "thread__object_id")
+        .distinct()
+    )
+    by_type: dict[int, set[int]] = defaultdict(set)
+    for content_type_id, object_id in places:
+        by_type[content_type_id].add(object_id)
+    for content_type_id, ids in by_type.items():
+        model = ContentType.objects.get_for_id(content_type_id).model_class()
+        subject = subjects.for_model(model) if model is not None else None
+        if subject is not None:
+            resync_many(subject, ids)
+
+
 def _subject(object_type: Any) -> subjects.Subject | None:
     try:
         return subjects.get(str(object_type))
@@ -1202,10 +1223,17 @@ def _subject(object_type: Any) -> subjects.Subject | None:
 _TASK_EVENTS = {"task.created", "task.edited", "task.status_changed", "task.completed"}
 
 
+def _is_task_change(name: str, payload: Mapping[str, Any]) -> bool:
+    """A task event that can change a record's alerts: all but edits that leave the due time."""
+    if name not in _TASK_EVENTS:
+        return False
+    return name != "task.edited" or "due_at" in (payload.get("changed") or ())
+
+
 def heard(name: str, payload: dict[str, Any]) -> None:
     """The one subscriber: dispatches by the event's name."""
     if name in _TASK_EVENTS:
-        if name != "task.edited" or "due_at" in (payload.get("changed") or ()):
+        if _is_task_change(name, payload):
             on_task(payload)
         return
     if name == "activity.logged":
@@ -1225,7 +1253,20 @@ def heard(name: str, payload: dict[str, Any]) -> None:
         on_deleted(subject, payload)
 
 
-events.subscribe("*", heard)
+def heard_many(items: list[tuple[str, dict[str, Any]]]) -> None:
+    """The subscriber for events dispatched together: task events re-sync each record once;
+    the others go one by one."""
+    task_events = []
+    for name, payload in items:
+        if _is_task_change(name, payload):
+            task_events.append(payload)
+        elif name not in _TASK_EVENTS:
+            heard(name, payload)
+    if task_events:
+        on_tasks(task_events)
+
+
+events.subscribe("*", heard, many=heard_many)
 
 
 # The sweep.
@@ -1460,7 +1501,7 @@ def _send_digest(user: User, alert_ids: list[int]) -> Any:
                     "rows": [],
                 },
             )
-            path = record_path(_object_type(alert.content_type_id), alert.object_id)
+            path = registry.record_path(_object_type(alert.content_type_id), alert.object_id)
             section["rows"].append(
                 {
                     "text": one_line(
@@ -1595,7 +1636,7 @@ def rows(alerts: Sequence[Alert]) -> list[Row]:
                 alert=alert,
                 object_type=object_type,
                 record_name=name,
-                record_link=record_path(object_type, alert.object_id),
+                record_link=registry.record_path(object_type, alert.object_id),
                 text=describe(alert, stages),
                 stage=alert.stage.label if alert.stage_id else "",
             )
