@@ -122,6 +122,9 @@ class CrmConfig(AppConfig):
                     update=lambda actor, pk, data, version, key=key: services.update(
                         actor, key, pk, data, version
                     ),
+                    update_many=lambda actor, items, key=key: services.update_many(
+                        actor, key, items
+                    ),
                     writable=services.SPECS[key].fields,
                     # Rules about orders and deals often write to the customer.
                     derived=_customer if key in ("order", "opportunity") else None,

@@ -101,15 +101,22 @@ def heard(name: str, payload: dict[str, Any]) -> None:
     cause = payload.get("cause")
     cascade = cause if isinstance(cause, Cascade) else Cascade(origin=name)
     rules = cascade.rules(event.subject.object_type)
-    planned = [r for r in rules if r.trigger == Rule.Trigger.TIME]
+    # Time rules to plan again: all of a new record's, an updated one's whose date changed.
+    planned = [
+        r
+        for r in rules
+        if r.trigger == Rule.Trigger.TIME
+        and event.kinds[0] in ("created", "updated")
+        and (event.changed is None or r.trigger_params["field"] in event.changed)
+    ]
     matching = [r for r in rules if r.trigger in event.kinds and _params_match(r, event)]
-    waiting = _waiting_with_condition(event) if event.kinds[0] == "updated" else []
-    if not (matching or waiting or (planned and event.kinds[0] in ("created", "updated"))):
-        return  # most events of most records: two queries, nothing to do
+    waiting = _waiting_with_condition(event, cascade) if event.kinds[0] == "updated" else []
+    if not (matching or waiting or planned):
+        return  # most events of most records: a query or two, nothing to do
     record = event.subject.records().filter(pk=event.record_id).first()
     if record is None:
         return
-    if event.kinds[0] in ("created", "updated"):
+    if planned:
         _plan_record(event.subject, record, planned, event.changed)
     if matching:
         run_rules(matching, record, event, cascade)
@@ -376,11 +383,48 @@ def _act(
                 with transaction.atomic():
                     act = ACTIONS[action["kind"]]
                     done.append(act(rule, action, record, context, cascade.robot()))
-            except ServiceError as exc:
-                return done, _error_text(index, action, exc)
-            except (RuntimeError, ArithmeticError, TypeError, ValueError, KeyError) as exc:
+            except ACTION_ERRORS as exc:
                 return done, _error_text(index, action, exc)
     return done, ""
+
+
+@dataclass
+class _Firing:
+    """One rule about to act on one record, and how it went."""
+
+    record: models.Model
+    context: dict[str, Any]
+    run: RuleRun
+    done: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def _act_together(rule: Rule, firings: list[_Firing], cascade: Cascade) -> None:
+    """``_act`` for many records: an action with a batch form runs for all of them in one
+    transaction; should that fail, it runs again record by record, so that one bad record
+    fails alone. A record whose action failed takes no further action."""
+    robot = cascade.robot()
+    with events.caused_by(cascade):
+        for index, action in enumerate(rule.actions):
+            going = [f for f in firings if not f.error]
+            together = BATCH_ACTIONS.get(action["kind"])
+            if together is not None and len(going) > 1:
+                try:
+                    with transaction.atomic():
+                        texts = together(rule, action, going, robot)
+                except ACTION_ERRORS:
+                    log.info("rule %s: a batch of %d failed; one by one", rule.pk, len(going))
+                else:
+                    for firing, text in zip(going, texts, strict=True):
+                        firing.done.append(text)
+                    continue
+            act = ACTIONS[action["kind"]]
+            for firing in going:
+                try:
+                    with transaction.atomic():
+                        firing.done.append(act(rule, action, firing.record, firing.context, robot))
+                except ACTION_ERRORS as exc:
+                    firing.error = _error_text(index, action, exc)
 
 
 def _error_text(index: int, action: dict[str, Any], exc: Exception) -> str:
@@ -394,12 +438,7 @@ def _value(expression: str, context: dict[str, Any]) -> Any:
 
 
 def _template_values(rule: Rule, record: models.Model, context: dict[str, Any]) -> dict[str, Any]:
-    object_type = registry.for_model(type(record))
-    url = (
-        reverse(object_type.detail_url_name, args=[record.pk])
-        if object_type.detail_url_name
-        else ""
-    )
+    url = registry.record_path(rule.object_type, record.pk)
     return {
         **context,
         "record": str(record),
@@ -413,10 +452,25 @@ def _template_values(rule: Rule, record: models.Model, context: dict[str, Any]) 
 
 def _set_fields(rule: Rule, action: dict, record: models.Model, context: dict, robot: User) -> str:
     subject = subjects.get(rule.object_type)
-    names = subject.writable_names()
-    values = {names[name]: _value(expr, context) for name, expr in action["values"].items()}
-    _update(subject, record, values, robot)
+    _update(subject, record, _field_values(subject, action, context), robot)
     return _("set %(fields)s") % {"fields": ", ".join(sorted(action["values"]))}
+
+
+def _set_fields_many(rule: Rule, action: dict, firings: list["_Firing"], robot: User) -> list[str]:
+    subject = subjects.get(rule.object_type)
+    if subject.update_many is None:
+        return [_set_fields(rule, action, f.record, f.context, robot) for f in firings]
+    items = [
+        (f.record.pk, _field_values(subject, action, f.context), f.record.version) for f in firings
+    ]
+    for firing, updated in zip(firings, subject.update_many(robot, items), strict=True):
+        firing.record.version = updated.version
+    return [_("set %(fields)s") % {"fields": ", ".join(sorted(action["values"]))}] * len(firings)
+
+
+def _field_values(subject: subjects.Subject, action: dict, context: dict) -> dict[str, Any]:
+    names = subject.writable_names()
+    return {names[name]: _value(expr, context) for name, expr in action["values"].items()}
 
 
 def _update(
@@ -434,6 +488,18 @@ def _update(
 
 
 def _create_task(rule: Rule, action: dict, record: models.Model, context: dict, robot: User) -> str:
+    task = tasks.create_task(robot, _task_data(rule, action, record, context))
+    return _("task #%(id)d") % {"id": task.pk}
+
+
+def _create_tasks(rule: Rule, action: dict, firings: list["_Firing"], robot: User) -> list[str]:
+    made = tasks.create_tasks(
+        robot, [_task_data(rule, action, f.record, f.context) for f in firings]
+    )
+    return [_("task #%(id)d") % {"id": task.pk} for task in made]
+
+
+def _task_data(rule: Rule, action: dict, record: models.Model, context: dict) -> dict[str, Any]:
     data: dict[str, Any] = {
         "title": definitions.render(action["title"], _template_values(rule, record, context)),
         "record_type": rule.object_type,
@@ -449,13 +515,34 @@ def _create_task(rule: Rule, action: dict, record: models.Model, context: dict, 
         data["task_type_id"] = TaskType.objects.get(code=action["task_type"]).pk
     if action.get("due_in_hours"):
         data["due_at"] = calendar.add_business_hours(clock.now(), action["due_in_hours"])
-    task = tasks.create_task(robot, data)
-    return _("task #%(id)d") % {"id": task.pk}
+    return data
 
 
 def _send_email(rule: Rule, action: dict, record: models.Model, context: dict, robot: User) -> str:
+    owners = _owners([record]) if action["to"] == "owner" else {}
+    to = _email(rule, action, record, context, owners)
+    return _("e-mail to %(to)s") % {"to": to}
+
+
+def _send_emails(rule: Rule, action: dict, firings: list["_Firing"], robot: User) -> list[str]:
+    owners = _owners([f.record for f in firings]) if action["to"] == "owner" else {}
+    with outbound.queued_together():
+        return [
+            _("e-mail to %(to)s") % {"to": _email(rule, action, f.record, f.context, owners)}
+            for f in firings
+        ]
+
+
+def _owners(records: list[models.Model]) -> dict[int, User]:
+    return User.objects.in_bulk({getattr(r, "owner_id", None) for r in records} - {None})
+
+
+def _email(
+    rule: Rule, action: dict, record: models.Model, context: dict, owners: dict[int, User]
+) -> str:
+    """Queue the action's e-mail about ``record``; returns the address."""
     if action["to"] == "owner":
-        owner = User.objects.filter(pk=getattr(record, "owner_id", None)).first()
+        owner = owners.get(getattr(record, "owner_id", None))
         to = owner.email if owner else ""
     else:
         to = _value(action["to"], context)
@@ -469,7 +556,7 @@ def _send_email(rule: Rule, action: dict, record: models.Model, context: dict, r
         record=record,
         headers={"Auto-Submitted": notify.AUTO_GENERATED},
     )
-    return _("e-mail to %(to)s") % {"to": to}
+    return to
 
 
 def _start_approval(
@@ -571,6 +658,14 @@ ACTIONS = {
     "create_related": _create_related,
     "webhook": _webhook,
 }
+# Actions that also run for many records in one go: each table written once for all.
+BATCH_ACTIONS = {
+    "set_fields": _set_fields_many,
+    "create_task": _create_tasks,
+    "send_email": _send_emails,
+}
+# What a failing action raises; anything else is a bug and stops the batch.
+ACTION_ERRORS = (ServiceError, RuntimeError, ArithmeticError, TypeError, ValueError, KeyError)
 
 
 # What a run leaves behind besides its row.
@@ -587,7 +682,7 @@ def _timeline_entry(rule: Rule, record: models.Model, run: RuleRun, at: dt.datet
     if run.detail.get("error"):
         text += " — " + run.detail["error"]
     return AuditEvent(
-        content_type=run.content_type,
+        content_type_id=run.content_type_id,
         object_id=record.pk,
         action=AuditEvent.Action.UPDATED,
         at=at,
@@ -620,8 +715,16 @@ def _report_once_an_hour(rule: Rule, now: dt.datetime, text: str) -> None:
 # Holds released by their condition.
 
 
-def _waiting_with_condition(event: Event) -> list[HoldPlacement]:
+def _waiting_with_condition(event: Event, cascade: Cascade) -> list[HoldPlacement]:
     """The record's waiting placements in holds that release themselves by a condition."""
+    if cascade.depth > 0:
+        # A cascade hears many events (a sweep, thousands): whether any hold releases itself
+        # is asked once for all of them.
+        if "conditional_holds" not in cascade.memo:
+            found = Hold.objects.exclude(release_condition="").exists()
+            cascade.memo["conditional_holds"] = found
+        if not cascade.memo["conditional_holds"]:
+            return []
     return list(
         HoldPlacement.objects.filter(
             content_type=ContentType.objects.get_for_model(event.subject.model),
@@ -731,7 +834,9 @@ def fire_due_timers(limit: int = 500) -> int:
     different timers (rows locked with SKIP LOCKED)."""
     fired = 0
     while True:
-        with transaction.atomic():
+        # What the batch wrote is heard after it commits, by subscribers that take a batch
+        # at once where they can (pipeline alerts re-check each record once).
+        with events.dispatched_together(), transaction.atomic():
             timers = list(
                 RuleTimer.objects.select_for_update(skip_locked=True)
                 .filter(due_at__lte=clock.now())
@@ -757,9 +862,8 @@ def _fire(timers: list[RuleTimer]) -> None:
         for record in subject.records().filter(pk__in=ids) if subject else ():
             records[content_type_id, record.pk] = record
     runs: list[RuleRun] = []
-    timeline: list[AuditEvent] = []
-    # Each timer starts a cascade of its own; they share what every cascade reads alike.
-    memo: dict[Any, Any] = {}
+    firing: dict[int, list[_Firing]] = {}
+    now = clock.now()
     for timer in timers:
         rule = rules.get(timer.rule_id)
         record = records.get((timer.content_type_id, timer.object_id))
@@ -767,10 +871,31 @@ def _fire(timers: list[RuleTimer]) -> None:
             continue
         subject = subjects.get(rule.object_type)
         event = Event("time", subject, record.pk, ("time",))
-        content_type = ContentType.objects.get_for_id(timer.content_type_id)
         context = subject.context(record)
-        cascade = Cascade("time", memo=memo)
-        runs.append(_run(rule, record, context, event, cascade, content_type, timeline, None))
+        run = RuleRun(
+            rule=rule,
+            content_type_id=timer.content_type_id,
+            object_id=record.pk,
+            at=now,
+            event=event.name,
+            depth=0,
+        )
+        runs.append(run)
+        if _condition_met(rule, context, event):
+            firing.setdefault(rule.pk, []).append(_Firing(record, context, run))
+        else:
+            run.outcome = Outcome.SKIPPED
+    # One cascade for the batch: what it keeps (which rule ran on which record) is per
+    # record, so the timers' records do not meet in it; the rules' writes are one level down.
+    cascade = Cascade("time")
+    timeline: list[AuditEvent] = []
+    for rule_id, firings in firing.items():
+        cascade.ran.update((rule_id, f.run.content_type_id, f.record.pk) for f in firings)
+        _act_together(rules[rule_id], firings, cascade.deeper())
+        for f in firings:
+            f.run.outcome = Outcome.FAILED if f.error else Outcome.FIRED
+            f.run.detail = {"done": f.done, **({"error": f.error} if f.error else {})}
+            timeline.append(_timeline_entry(rules[rule_id], f.record, f.run, now))
     RuleRun.objects.bulk_create(runs)
     AuditEvent.objects.bulk_create(timeline)
 

@@ -1,7 +1,8 @@
 """The object types rules run on, as their domain apps describe them to the engine.
 
 A domain app registers a ``Subject`` from ``AppConfig.ready``: the object type, the fields a
-rule may set, the services that create and update one of its records, and optionally names a
+rule may set, the services that create and update one of its records (and optionally many at
+once), and optionally names a
 rule may read beyond the record's own fields (e.g. an order's customer e-mail), computed by
 ``derived`` from the record.
 """
@@ -19,6 +20,8 @@ from .. import cel
 
 Create = Callable[[User, Mapping[str, Any]], models.Model]
 Update = Callable[[User, int, Mapping[str, Any], int], models.Model]
+# Many records at once, ``(pk, values, version)`` each; refused as a whole.
+UpdateMany = Callable[[User, list[tuple[int, Mapping[str, Any], int]]], list[models.Model]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class Subject:
     derived_names: tuple[str, ...] = field(default=())
     # The relations ``derived`` reads, loaded with the record.
     related: tuple[str, ...] = field(default=())
+    # The update service for many records, where the type has one (the time-rule sweep).
+    update_many: UpdateMany | None = None
 
     @property
     def model(self) -> type[models.Model]:
