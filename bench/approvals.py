@@ -40,8 +40,10 @@ requests waiting at their step; the finance approver, about 33,000. Then, for ea
 calls of ``approvals.queries.inbox`` (the first 100 rows, soonest due first, with their
 records) and ``inbox_counts`` (waiting and overdue), which the inbox page, the navigation badge
 and ``GET /api/approvals/inbox`` use; p50 and p95, CPU per call, and EXPLAIN ANALYZE of their
-queries; and the same for the inbox queries as they were before the due time was copied onto
-the assignments (``before_*``), for a ratio measured in the same run.
+queries; and, for ratios measured in the same run, the inbox query as it was before it read
+plain values instead of model instances (``instances_inbox``, and called in turn with the
+current one: ``inbox_in_turn_with_instances``) and the inbox queries as they were before the
+due time was copied onto the assignments (``before_*``).
 
 Prints JSON (also written to ``--out``). Only 127.0.0.1 is contacted, and PyPI by pip when the
 virtualenv is made.
@@ -750,6 +752,33 @@ def _timed(function, repeat: int) -> dict[str, float]:
     }
 
 
+def _in_turn(functions: dict, repeat: int) -> dict[str, dict[str, float]]:
+    """Like ``_timed`` for several functions called in turn, one call of each per round (the
+    first of a round changing every round), so that a change of the machine's load during the
+    measurement falls on all of them alike."""
+    from django.db import connection
+
+    for function in functions.values():
+        function()  # warm
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    names = list(functions)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpu = dict.fromkeys(names, 0.0)
+    for n in range(repeat):
+        for name in names[n % len(names) :] + names[: n % len(names)]:
+            own, pg = driver.own_cpu(), driver.backend_cpu(pid)
+            started = time.perf_counter()
+            functions[name]()
+            times[name].append((time.perf_counter() - started) * 1000)
+            cpu[name] += driver.own_cpu() - own + driver.backend_cpu(pid) - pg
+    return {
+        name: _percentiles(times[name]) | {"cpu_ms_per_call": round(1000 * cpu[name] / repeat, 2)}
+        for name in names
+    }
+
+
 def _fetch(sql: str) -> None:
     from django.db import connection
 
@@ -803,6 +832,56 @@ def inbox(args: argparse.Namespace) -> dict:
             .order_by(F("step_run__due_at").asc(nulls_last=True), "pk")[:100]
         )
 
+    def inbox_as_instances(user) -> list:
+        """The inbox query as it was before it read plain values (2026-12-04): the same three
+        tables in the same order, but a model instance for each assignment, request, step run
+        and deal, and the processes and people set on them."""
+        from django.contrib.contenttypes.models import ContentType
+
+        from trellis.process.approvals.models import ApprovalProcess
+
+        rows = list(
+            ApprovalAssignment.objects.filter(user=user, status="pending")
+            .select_related("request", "step_run")
+            .only(
+                "id", "status", "due_at", "on_behalf_of_id", "request", "request__object_id",
+                "request__content_type_id", "request__process_id", "request__submitter_id",
+                "step_run", "step_run__name",
+            )
+            .order_by(F("due_at").asc(nulls_last=True), "id")[:100]
+        )  # fmt: skip
+        processes = ApprovalProcess.objects.only("name", "name_ko", "object_type").in_bulk(
+            {a.request.process_id for a in rows}
+        )
+        people = User.objects.only("username", "first_name", "last_name").in_bulk(
+            {a.request.submitter_id for a in rows} | {a.on_behalf_of_id for a in rows} - {None}
+        )
+        wanted: dict[int, set[int]] = {}
+        for a in rows:
+            a.request.process = processes[a.request.process_id]
+            a.request.submitter = people[a.request.submitter_id]
+            a.on_behalf_of = people.get(a.on_behalf_of_id)
+            wanted.setdefault(a.request.content_type_id, set()).add(a.request.object_id)
+        records = {}
+        for content_type_id, ids in wanted.items():
+            model = ContentType.objects.get_for_id(content_type_id).model_class()
+            names = [
+                f.name
+                for f in model._meta.concrete_fields
+                if f.name in ("name", "sku", "subject", "title")
+            ]
+            for pk, record in model._default_manager.only(*names).in_bulk(ids).items():
+                records[(content_type_id, pk)] = record
+        now = clock.now()
+        return [
+            (
+                a,
+                records.get((a.request.content_type_id, a.request.object_id)),
+                a.due_at is not None and a.due_at < now,
+            )
+            for a in rows
+        ]
+
     def counts_before(user) -> tuple[int, int]:
         waiting = ApprovalAssignment.objects.filter(
             user=user, status="pending", step_run__status="pending"
@@ -834,9 +913,19 @@ def inbox(args: argparse.Namespace) -> dict:
             "inbox_and_counts": _timed(
                 lambda u=user: (queries.inbox(u), queries.inbox_counts(u)), args.inbox_repeat
             ),
-            # The main query alone, without building the model instances.
+            # The inbox now and as it was before it read plain values, called in turn.
+            "inbox_in_turn_with_instances": _in_turn(
+                {
+                    "values": lambda u=user: queries.inbox(u),
+                    "instances": lambda u=user: inbox_as_instances(u),
+                },
+                args.inbox_repeat,
+            ),
+            # The main query alone, without building the rows.
             "inbox_main_query_sql_only": _timed(lambda q=sql[0]: _fetch(q), args.inbox_repeat),
-            # The same calls as before the change, measured in this run for the ratio.
+            # The inbox as it was before it read plain values, measured in this run.
+            "instances_inbox": _timed(lambda u=user: inbox_as_instances(u), args.inbox_repeat),
+            # The same calls as before the due time was copied onto the assignments.
             "before_inbox": _timed(lambda u=user: inbox_before(u), args.inbox_repeat),
             "before_inbox_counts": _timed(lambda u=user: counts_before(u), args.inbox_repeat),
             "queries": len(sql) + len(counted.captured_queries),

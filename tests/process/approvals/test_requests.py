@@ -58,7 +58,7 @@ def test_a_deal_goes_through_two_steps_to_approval(people):
         "step_approved",
         "approved",
     ]
-    assert [r.pk for r in queries.inbox(p["boss"])] == []
+    assert [r.request_id for r in queries.inbox(p["boss"])] == []
 
 
 def test_no_process_applies_below_the_threshold_and_one_request_at_a_time(people):

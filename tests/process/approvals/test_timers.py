@@ -90,7 +90,7 @@ def test_the_inbox_marks_overdue_steps(people, clock):
     assert queries.inbox_counts(people["boss"]) == {"waiting": 1, "overdue": 0}
     clock.move_to(at(2026, 3, 3, 11, 30), tick=False)
     [row] = queries.inbox(people["boss"])
-    assert (row.request.pk, row.overdue) == (request.pk, True)
+    assert (row.request_id, row.overdue) == (request.pk, True)
     assert queries.inbox_counts(people["boss"]) == {"waiting": 1, "overdue": 1}
 
 

@@ -393,15 +393,15 @@ def inbox(request: HttpRequest) -> HttpResponse:
             "counts_capped_at": queries.COUNT_CAP,
             "items": [
                 {
-                    "request_id": row.request.pk,
-                    "process": str(row.request.process),
-                    "object_type": row.request.process.object_type,
-                    "object_id": row.request.object_id,
-                    "record": str(row.record) if row.record else None,
-                    "step": row.step.name,
-                    "due_at": row.assignment.due_at,
+                    "request_id": row.request_id,
+                    "process": row.process_name,
+                    "object_type": row.object_type,
+                    "object_id": row.object_id,
+                    "record": row.record_name,
+                    "step": row.step_name,
+                    "due_at": row.due_at,
                     "overdue": row.overdue,
-                    "on_behalf_of_id": row.assignment.on_behalf_of_id,
+                    "on_behalf_of_id": row.on_behalf_of_id,
                 }
                 for row in rows
             ],
