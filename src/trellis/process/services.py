@@ -683,7 +683,7 @@ def _records_for(
     seen = {
         (model, record.pk): record
         for model, pks in by_model.items()
-        for record in visible(actor, model).filter(pk__in=pks)
+        for record in visible(actor, model).filter(pk__in=pks).only("pk")
     }
     found: list[models.Model | None] = []
     for index, place in enumerate(wanted):

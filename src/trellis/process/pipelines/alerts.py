@@ -943,8 +943,11 @@ def resync(subject: subjects.Subject, pk: Any, *, reset_stalled: bool = False) -
         _resync_locked(subject, record, clock.now(), reset_stalled=reset_stalled)
 
 
-def resync_many(subject: subjects.Subject, pks: Iterable[int]) -> None:
-    """``resync`` for many records of one type at once: one lock, one sync per pipeline."""
+def resync_many(
+    subject: subjects.Subject, pks: Iterable[int], *, kinds: Iterable[str] | None = None
+) -> None:
+    """``resync`` for many records of one type at once, one lock and one sync per pipeline;
+    for the rules of ``kinds`` only, where given."""
     with transaction.atomic():
         records = list(
             subject.model._default_manager.select_for_update()
@@ -963,7 +966,8 @@ def resync_many(subject: subjects.Subject, pks: Iterable[int]) -> None:
                 by_pipeline[pipeline_id].append(record)
         now = clock.now()
         for pipeline_id, members in by_pipeline.items():
-            _sync(subject, pipeline_id, _active_rules(pipeline_id), members, now, fire=False)
+            rules = [r for r in _active_rules(pipeline_id) if kinds is None or r.kind in kinds]
+            _sync(subject, pipeline_id, rules, members, now, fire=False)
 
 
 def _resync_locked(
@@ -1184,19 +1188,14 @@ def on_activity(payload: Mapping[str, Any]) -> None:
         resync(subject, payload.get("related_id"), reset_stalled=True)
 
 
-def on_task(payload: Mapping[str, Any]) -> None:
-    """A task planned, rescheduled, done or cancelled on a record re-syncs the record."""
-    task = Task.objects.select_related("thread").filter(pk=payload.get("id")).first()
-    if task is None or task.thread.content_type_id is None:
-        return
-    model = ContentType.objects.get_for_id(task.thread.content_type_id).model_class()
-    subject = subjects.for_model(model) if model is not None else None
-    if subject is not None:
-        resync(subject, task.thread.object_id)
+# What a task decides of a record's alerts: whether it has a next step, and when its tasks
+# fall overdue. The other kinds read the record, its stage and its activities.
+TASK_KINDS = frozenset({Kind.NO_NEXT_STEP, Kind.TASK_OVERDUE})
 
 
 def on_tasks(payloads: Iterable[Mapping[str, Any]]) -> None:
-    """``on_task`` for a batch of task events: each record re-synced once."""
+    """Tasks planned, rescheduled, done or cancelled on records re-sync what tasks decide of
+    those records' alerts; each record once, however many of its tasks changed."""
     places = (
         Task.objects.filter(pk__in={p.get("id") for p in payloads})
         .exclude(thread__content_type=None)
@@ -1210,7 +1209,7 @@ def on_tasks(payloads: Iterable[Mapping[str, Any]]) -> None:
         model = ContentType.objects.get_for_id(content_type_id).model_class()
         subject = subjects.for_model(model) if model is not None else None
         if subject is not None:
-            resync_many(subject, ids)
+            resync_many(subject, ids, kinds=TASK_KINDS)
 
 
 def _subject(object_type: Any) -> subjects.Subject | None:
@@ -1234,7 +1233,7 @@ def heard(name: str, payload: dict[str, Any]) -> None:
     """The one subscriber: dispatches by the event's name."""
     if name in _TASK_EVENTS:
         if _is_task_change(name, payload):
-            on_task(payload)
+            on_tasks([payload])
         return
     if name == "activity.logged":
         on_activity(payload)
