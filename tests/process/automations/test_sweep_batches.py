@@ -185,3 +185,25 @@ def test_the_tasks_of_a_batch_bring_each_deals_alerts_in_line(time_machine):
         )
     )
     assert watched == {d.pk for d in records}
+
+
+def test_a_time_rule_may_write_to_the_customer(people, account, events, clock):
+    past_close_rule(
+        people["admin"],
+        [
+            {
+                "kind": "send_email",
+                "to": "customer_email",
+                "subject": "{{ customer_name }}: shall we talk about {{ name }}?",
+            }
+        ],
+    )
+    deals([people["sales"]] * 2, account, events)
+    clock.move_to(DUE, tick=False)
+    with events():
+        assert sweep.sweep_once()["automation_timers"] == 2
+    sent = OutboundMessage.objects.filter(to=["buyer@hanbit.co.kr"]).order_by("subject")
+    assert [m.subject for m in sent] == [
+        "Hanbit Motors: shall we talk about Deal 0?",
+        "Hanbit Motors: shall we talk about Deal 1?",
+    ]

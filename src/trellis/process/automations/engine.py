@@ -840,7 +840,8 @@ def fire_due_timers(limit: int = 500) -> int:
             timers = list(
                 RuleTimer.objects.select_for_update(skip_locked=True)
                 .filter(due_at__lte=clock.now())
-                .order_by("due_at")[:limit]
+                .order_by("due_at")
+                .values_list("pk", "rule_id", "content_type_id", "object_id", named=True)[:limit]
             )
             if not timers:
                 return fired
@@ -851,15 +852,24 @@ def fire_due_timers(limit: int = 500) -> int:
             return fired
 
 
-def _fire(timers: list[RuleTimer]) -> None:
+def _fire(timers: list[Any]) -> None:
+    """Fire ``timers`` (rows of ``RuleTimer``: pk, rule_id, content_type_id, object_id)."""
     rules = {r.pk: r for r in Rule.objects.filter(pk__in={t.rule_id for t in timers})}
     by_type: dict[int, set[int]] = {}
     for timer in timers:
         by_type.setdefault(timer.content_type_id, set()).add(timer.object_id)
     records = {}
+    derived: dict[str, bool] = {}
     for content_type_id, ids in by_type.items():
         subject = _subject_of_content_type(content_type_id)
-        for record in subject.records().filter(pk__in=ids) if subject else ():
+        if subject is None:
+            continue
+        # The customer's name and e-mail cost a join per record: read only for rules that
+        # may use them.
+        derived[subject.object_type] = subject.read_by(
+            r for r in rules.values() if r.object_type == subject.object_type
+        )
+        for record in subject.records(derived[subject.object_type]).filter(pk__in=ids):
             records[content_type_id, record.pk] = record
     runs: list[RuleRun] = []
     firing: dict[int, list[_Firing]] = {}
@@ -871,7 +881,7 @@ def _fire(timers: list[RuleTimer]) -> None:
             continue
         subject = subjects.get(rule.object_type)
         event = Event("time", subject, record.pk, ("time",))
-        context = subject.context(record)
+        context = subject.context(record, derived[subject.object_type])
         run = RuleRun(
             rule=rule,
             content_type_id=timer.content_type_id,

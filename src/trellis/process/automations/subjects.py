@@ -7,7 +7,9 @@ rule may read beyond the record's own fields (e.g. an order's customer e-mail), 
 ``derived`` from the record.
 """
 
-from collections.abc import Callable, Mapping
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,15 +61,24 @@ class Subject:
             names[model_field.attname if model_field.is_relation else name] = name
         return names
 
-    def records(self) -> models.QuerySet:
-        """The type's records, with what ``derived`` reads."""
-        return self.model._default_manager.select_related(*self.related)
+    def records(self, derived: bool = True) -> models.QuerySet:
+        """The type's records, with what ``derived`` reads unless told it is not needed."""
+        manager = self.model._default_manager
+        return manager.select_related(*self.related) if derived else manager.all()
 
-    def context(self, record: models.Model) -> dict[str, Any]:
+    def context(self, record: models.Model, derived: bool = True) -> dict[str, Any]:
         values = cel.context(record)
-        if self.derived is not None:
+        if derived and self.derived is not None:
             values.update(self.derived(record))
         return values
+
+    def read_by(self, rules: Iterable[Any]) -> bool:
+        """Whether any of ``rules`` may read a derived name (in its condition, a template or a
+        value): a whole-word look, which errs only towards reading them."""
+        if not self.derived_names:
+            return False
+        pattern = re.compile(r"\b(" + "|".join(map(re.escape, self.derived_names)) + r")\b")
+        return any(pattern.search(json.dumps([r.condition, r.actions])) for r in rules)
 
 
 _subjects: dict[str, Subject] = {}
