@@ -62,3 +62,21 @@ def test_numbers_taken_at_once_are_all_different(transactional_db):
     numbers = [n for outcome in outcomes for n in outcome]
     assert len(set(numbers)) == 20, outcomes
     assert sorted(numbers) == [f"TP-2031-{n:06d}" for n in range(1, 21)]
+
+
+def test_numbers_taken_together_are_consecutive_and_follow_the_last_one():
+    assert numbering.next_number("TM", 2031) == "TM-2031-000001"
+
+    assert numbering.next_numbers("TM", 3, 2031) == [
+        "TM-2031-000002",
+        "TM-2031-000003",
+        "TM-2031-000004",
+    ]
+    assert numbering.next_numbers("TM", 0, 2031) == []
+    assert numbering.next_number("TM", 2031) == "TM-2031-000005"
+
+
+def test_numbers_taken_together_on_first_use_go_on_after_what_was_counted():
+    NumberSequence.objects.create(prefix="TF", year=2031, last=9)
+
+    assert numbering.next_numbers("TF", 2, 2031) == ["TF-2031-000010", "TF-2031-000011"]

@@ -29,3 +29,17 @@ def test_old_windows_are_forgotten(db):
     ratelimit.hit("sender:a@example.com", 10, 600)
     assert ratelimit.forget_old() == 1
     assert RateCounter.objects.count() == 1
+
+
+def test_hits_counted_together_are_judged_as_one_after_the_other(db):
+    with time_machine.travel(timezone.now().replace(second=5), tick=False):
+        assert ratelimit.hit("ip:10.0.0.1", 3, 60)
+        keys = ["ip:10.0.0.1", "ip:10.0.0.2", "ip:10.0.0.1", "ip:10.0.0.1", "ip:10.0.0.2"]
+
+        assert ratelimit.hit_many(keys, 3, 60) == [True, True, True, False, True]
+        assert ratelimit.hit_many([], 3, 60) == []
+        assert not ratelimit.hit("ip:10.0.0.1", 3, 60)
+    assert dict(RateCounter.objects.values_list("key", "hits")) == {
+        "ip:10.0.0.1": 5,
+        "ip:10.0.0.2": 2,
+    }

@@ -16,6 +16,7 @@ from trellis.mail.models import InboundMessage, MessageLink
 from trellis.mail.parsing import Unparseable
 
 from .. import factories
+from ..concurrency import OwnConnections
 from .conftest import build, desk_address, store
 
 Status = InboundMessage.Status
@@ -52,6 +53,32 @@ def test_a_stored_message_is_kept_whole_with_a_quick_summary(db):
         [desk_address()],
         "10.0.0.9",
     )
+
+
+def test_a_message_stored_outside_a_transaction_is_committed_when_store_returns(transactional_db):
+    raw = build("Committed", message_id="<committed@example.co.kr>")
+
+    message = store(raw)
+
+    # Another connection sees it: the 250 answer may name it.
+    [seen] = OwnConnections().run(
+        lambda: InboundMessage.objects.filter(pk=message.pk).values_list("message_id", flat=True)[0]
+    )
+    assert seen == "committed@example.co.kr"
+
+
+def test_a_message_is_stored_with_what_must_be_committed_with_it_or_not_at_all(transactional_db):
+    def also(message):
+        Team.objects.create(name=f"Read up to {message.message_id}")
+        raise RuntimeError("the mailbox's mark could not be written")
+
+    with pytest.raises(RuntimeError):
+        inbound.store(
+            build("Both or nothing"), envelope_from="", recipients=[desk_address()], also=also
+        )
+
+    assert not InboundMessage.objects.exists()
+    assert not Team.objects.filter(name__startswith="Read up to").exists()
 
 
 @pytest.mark.parametrize(
@@ -392,6 +419,30 @@ def test_only_admins_may_touch_the_quarantine_and_others_learn_nothing(
 def test_a_superuser_without_the_admin_role_is_a_mail_admin(db, desk):
     root = factories.user(Role.SALES, username="root", is_superuser=True)
     assert inbound.get(root, quarantined().pk)
+
+
+def test_a_batch_of_mail_to_a_mailbox_goes_to_the_batch_form_registered_with_it(db, desk):
+    address = f"batch-desk@{routing.settings.MAIL_DOMAIN}"
+    taken: list[list[str]] = []
+
+    def handle_one(message, parsed):
+        return desk.handle_mail(message, parsed)
+
+    def handle_together(pairs):
+        taken.append([parsed.subject for _message, parsed in pairs])
+        return [desk.handle_mail(message, parsed) for message, parsed in pairs]
+
+    routing.register_mailbox(address, handle_one, many=handle_together)
+    try:
+        ids = [store(build(f"Question {n}"), to=[address]).pk for n in range(3)]
+        inbound.process_batch(ids)
+    finally:
+        routing.unregister_mailbox(address)
+    assert taken == [["Question 0", "Question 1", "Question 2"]]
+    assert routing.mailbox_batch(handle_one) is None
+    messages = InboundMessage.objects.filter(pk__in=ids)
+    assert {m.status for m in messages} == {Status.PROCESSED}
+    assert all(team_of(m) is not None for m in messages)
 
 
 def test_rerun_processes_a_quarantined_message_again(db, desk, admin):

@@ -7,12 +7,18 @@ import subprocess
 from dataclasses import dataclass
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from trellis.core.models import Team
 from trellis.mail import inbound, routing
 from trellis.mail.models import InboundMessage
-from trellis.mail.smtpd import IntakeServer, TlsCertificate, processing_database
+from trellis.mail.smtpd import (
+    IntakeServer,
+    ProcessProcessing,
+    TlsCertificate,
+    WorkerPool,
+    processing_database,
+)
 
 from .conftest import build, desk_address, send, store
 
@@ -305,6 +311,58 @@ def test_processing_processes_make_cases_of_support_mail_and_of_mail_left_behind
     cases = {m.object_id for m in messages}
     assert len(cases) == 7
     assert {m.content_type.model for m in messages} == {"case"}
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="to Django an SQLite connection is always usable"
+)
+def test_a_store_thread_replaces_its_connection_once_a_job_failed_on_it():
+    def answer():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone()[0]
+
+    def break_connection():
+        connection.connection.close()
+
+    pool = WorkerPool("test-store", 1)
+    pool.start()
+    try:
+        assert pool.submit(answer).result(10) == 1
+        pool.submit(break_connection).result(10)
+        # Used a moment ago: not checked before the next job, which fails (the message would
+        # be answered 451 and sent again) ...
+        with pytest.raises(DatabaseError):
+            pool.submit(answer).result(10)
+        # ... and after a failure the connection is checked, and replaced.
+        assert pool.submit(answer).result(10) == 1
+    finally:
+        pool.stop()
+
+
+@dataclass
+class _Process:
+    alive: bool
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_mail_of_one_sender_goes_to_one_processing_process_while_it_lives():
+    # A batch holds its senders' rate counters and Message-ID locks until it commits: mail of
+    # the same sender in the other process would wait for it.
+    processing = ProcessProcessing(3)
+    senders = [f"customer{n}@example{n % 7}.co.kr" for n in range(60)]
+    queue_of = {sender: processing._queue_for(sender) for sender in senders}
+    assert all(processing._queue_for(sender) is queue_of[sender] for sender in senders)
+    assert {id(queue) for queue in queue_of.values()} == {id(q) for q in processing._queues}
+
+    processing._processes = [_Process(True), _Process(False), _Process(True)]
+    dead = processing._queues[1]
+    moved = {sender: processing._queue_for(sender) for sender in senders}
+    assert all(queue is not dead for queue in moved.values())
+    assert all(moved[s] is queue_of[s] for s in senders if queue_of[s] is not dead)
 
 
 @dataclass

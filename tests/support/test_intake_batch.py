@@ -404,10 +404,13 @@ def test_a_reply_that_fails_in_a_batch_leaves_the_others_be(db, monkeypatch):
         channel=Case.Channel.WEB, subject="Printer", body="Jams.", requester_email="kim@a.co.kr"
     )
 
+    real = intake._customer_message
+
     def broken(*args, **kwargs):
+        real(*args, **kwargs)  # written, then broken: its savepoint must undo it
         raise RuntimeError("the reply broke")
 
-    monkeypatch.setattr(intake, "customer_reply", broken)
+    monkeypatch.setattr(intake, "_customer_message", broken)
     ids = [
         stored(mail("New one", "lee@a.co.kr", n=1)).pk,
         stored(mail(f"Re: [{case.tracking_number}]", "kim@a.co.kr", n=2)).pk,
@@ -526,3 +529,53 @@ def test_a_reply_to_a_message_of_the_same_batch_joins_the_case_it_opened(db):
         case.pk,
     ]
     assert case.events.filter(kind=CaseEvent.Kind.CUSTOMER_MESSAGE).count() == 2
+
+
+def test_the_new_cases_of_a_batch_get_distinct_consecutive_tracking_numbers_in_order(db):
+    before, _key = intake.open_case(
+        channel=Case.Channel.WEB, subject="Printer", body="Jams.", requester_email="kim@a.co.kr"
+    )
+    senders = [f"c{n}@example{n}.co.kr" for n in range(6)]
+    ids = [stored(mail(f"Question {n}", s, n=n)).pk for n, s in enumerate(senders)]
+    ids.insert(
+        3, stored(mail("Away", "away@b.co.kr", n=9, headers={"Auto-Submitted": "auto-replied"})).pk
+    )
+
+    inbound.process_batch(ids)
+    after, _key = intake.open_case(
+        channel=Case.Channel.WEB, subject="Toner", body="Empty.", requester_email="kim@a.co.kr"
+    )
+
+    cases = list(Case.objects.exclude(pk__in=[before.pk, after.pk]).order_by("pk"))
+    assert [c.requester_email for c in cases] == senders
+    prefix, first = before.tracking_number.rsplit("-", 1)
+    expected = [f"{prefix}-{int(first) + n:06d}" for n in range(1, 7)]
+    # Taken together, after the case opened before, in the order of the messages; the
+    # auto-reply takes none.
+    assert [c.tracking_number for c in cases] == expected
+    assert after.tracking_number == f"{prefix}-{int(first) + 7:06d}"
+
+
+def test_when_the_numbers_of_a_batch_cannot_be_taken_each_message_is_processed_alone(
+    db, monkeypatch
+):
+    real = intake.numbering.next_numbers
+
+    def refusing(prefix, count, year=None):
+        if count > 1:
+            raise RuntimeError("the sequence is busy")
+        return real(prefix, count, year)
+
+    monkeypatch.setattr(intake.numbering, "next_numbers", refusing)
+    senders = [f"c{n}@example{n}.co.kr" for n in range(3)]
+    ids = [stored(mail(f"Question {n}", s, n=n)).pk for n, s in enumerate(senders)]
+
+    inbound.process_batch(ids)
+
+    messages = list(InboundMessage.objects.filter(pk__in=ids).order_by("pk"))
+    assert [m.status for m in messages] == [Status.PROCESSED] * 3
+    cases = list(Case.objects.order_by("pk"))
+    assert [c.requester_email for c in cases] == senders
+    assert len({c.tracking_number for c in cases}) == 3
+    assert [m.object_id for m in messages] == [c.pk for c in cases]
+    assert OutboundMessage.objects.count() == 3

@@ -1,11 +1,15 @@
 """Agents hear of what needs them in their notifications inbox."""
 
 import pytest
+from django.conf import settings
 
+from trellis.core import events
+from trellis.mail import inbound
 from trellis.process.models import Notification
 from trellis.support import intake, services
 from trellis.support.models import Case
 
+from ..mail.conftest import build
 from .conftest import CUSTOMER
 
 
@@ -67,3 +71,29 @@ def test_the_agent_hears_that_their_reply_could_not_be_delivered(
     assert "could not be delivered" in notice.text
     assert CUSTOMER in notice.text
     assert "550" in notice.text
+
+
+def test_replies_processed_in_one_batch_tell_each_owner_once_per_message(
+    agent, owned_case, open_web_case, django_capture_on_commit_callbacks
+):
+    queued, _key = open_web_case(requester_email="lee@example.co.kr")
+    support = settings.TRELLIS["MAIL"]["SUPPORT_ADDRESS"]
+    raws = [
+        build(f"Re: [{owned_case.tracking_number}] Export", sender=CUSTOMER, to=support),
+        build(f"Re: [{queued.tracking_number}] Export", sender="lee@example.co.kr", to=support),
+        build(f"Re: [{owned_case.tracking_number}] Export", sender="park@else.com", to=support),
+        build(f"Re: [{owned_case.tracking_number}] Again", sender=CUSTOMER, to=support),
+    ]
+    ids = [inbound.store(raw, envelope_from="", recipients=[support]).pk for raw in raws]
+
+    # The test's transaction never commits: its callbacks run at the end of the capture, and
+    # are dispatched together, as the commit of the batch's own transaction would be.
+    with events.dispatched_together(), django_capture_on_commit_callbacks(execute=True):
+        inbound.process_batch(ids)
+
+    texts = [notice.text for notice in notices(agent)]
+    # The case in the queue tells nobody; the owner hears of each message on theirs, in order.
+    assert len(texts) == 3
+    assert all(owned_case.tracking_number in text for text in texts)
+    assert ["someone other" in text for text in texts] == [False, True, False]
+    assert Notification.objects.count() == 3

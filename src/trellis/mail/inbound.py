@@ -100,26 +100,32 @@ def store(
     if truncated:
         raw = raw[:limit]
     summary = header_summary(raw)
+    row = InboundMessage(
+        received_at=clock.now(),
+        channel=channel,
+        peer=storable(peer)[:100],
+        envelope_from=storable(envelope_from)[:320],
+        recipients=[storable(r)[:320] for r in recipients],
+        raw=raw,
+        size=size,
+        truncated=truncated,
+        message_id=summary["message_id"],
+        from_address=summary["from_address"],
+        subject=summary["subject"],
+        flags=["truncated"] if truncated else [],
+    )
+    if also is None and not connection.in_atomic_block:
+        # Outside any transaction the INSERT commits by itself: one round trip to the
+        # database, where an atomic block adds a BEGIN and a COMMIT of their own.
+        row.save(force_insert=True)
+        return row
     # durable=True: the caller answers 250 on the strength of this commit, so it must not be
     # swallowed by an outer transaction that could still roll back.
     with transaction.atomic(durable=True):
-        message = InboundMessage.objects.create(
-            received_at=clock.now(),
-            channel=channel,
-            peer=storable(peer)[:100],
-            envelope_from=storable(envelope_from)[:320],
-            recipients=[storable(r)[:320] for r in recipients],
-            raw=raw,
-            size=size,
-            truncated=truncated,
-            message_id=summary["message_id"],
-            from_address=summary["from_address"],
-            subject=summary["subject"],
-            flags=["truncated"] if truncated else [],
-        )
+        row.save(force_insert=True)
         if also is not None:
-            also(message)
-    return message
+            also(row)
+    return row
 
 
 def headers_of(raw: bytes) -> list[tuple[str, str]]:
@@ -238,7 +244,9 @@ def process_batch(inbound_ids: list[int]) -> None:
         return
     token = _in_batch.set(True)
     try:
-        with transaction.atomic():
+        # The batch's events reach their subscribers together once it commits: a subscriber
+        # with a batch form does once what it would do for each message.
+        with events.dispatched_together(), transaction.atomic():
             put_off = _process_together(inbound_ids)
     except Exception:
         log.exception("a batch of %d messages failed; processing them one by one", len(inbound_ids))
@@ -566,22 +574,18 @@ def _sender_key(message: InboundMessage, parsed: ParsedMessage) -> str:
 
 
 def _within_rate_limit(message: InboundMessage, parsed: ParsedMessage) -> bool:
-    return _hit_sender(_sender_key(message, parsed))
+    return _within_rate_limits([(message, parsed)])[message.pk]
 
 
 def _within_rate_limits(pairs: list[tuple[InboundMessage, ParsedMessage]]) -> dict[int, bool]:
-    """``_within_rate_limit`` of each message (by id), counted in the order of the senders:
-    a counter's row stays locked until the batch commits, and two batches that bump the same
-    senders' rows in the same order wait for each other instead of deadlocking."""
-    by_sender: dict[str, list[int]] = {}
-    for message, parsed in pairs:
-        by_sender.setdefault(_sender_key(message, parsed), []).append(message.pk)
-    return {pk: _hit_sender(key) for key in sorted(by_sender) for pk in by_sender[key]}
-
-
-def _hit_sender(key: str) -> bool:
+    """``_within_rate_limit`` of each message (by id), counted in one statement for all of
+    them. A counter's row stays locked until the batch commits; the rows are bumped in the
+    order of the senders, so two batches with the same senders wait for each other instead
+    of deadlocking."""
     mail = settings.TRELLIS["MAIL"]
-    return ratelimit.hit("mail-sender:" + key, mail["SENDER_LIMIT"], mail["SENDER_WINDOW_SECONDS"])
+    keys = ["mail-sender:" + _sender_key(message, parsed) for message, parsed in pairs]
+    within = ratelimit.hit_many(keys, mail["SENDER_LIMIT"], mail["SENDER_WINDOW_SECONDS"])
+    return {message.pk: ok for (message, _parsed), ok in zip(pairs, within, strict=True)}
 
 
 def _link(message: InboundMessage, record: models.Model) -> None:

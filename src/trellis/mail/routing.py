@@ -4,9 +4,10 @@ Domain apps register handlers from ``AppConfig.ready``; mail never imports them.
 
 - A *mailbox* handles mail to one address of ours (the support address): ``handler(inbound,
   parsed)`` returns the record the message became part of. A mailbox may also take many
-  messages at once, in the processing transaction of a batch: ``handler.many(pairs)`` is given
-  ``(inbound, parsed)`` pairs and returns, for each, the record or the exception that stopped
-  that message alone, having written nothing for it (see ``mailbox_batch``).
+  messages at once, in the processing transaction of a batch: its batch form, registered with
+  it (``many``), is given ``(inbound, parsed)`` pairs and returns, for each, the record or the
+  exception that stopped that message alone, having written nothing for it (see
+  ``mailbox_batch``).
 - A *reply handler* handles a reply to one record type: ``handler(record, inbound, parsed)``.
 
 The mail layer links the message's Message-ID to the record a handler returns, so later replies
@@ -35,12 +36,20 @@ BatchHandler = Callable[
 ReplyHandler = Callable[[models.Model, InboundMessage, ParsedMessage], models.Model | None]
 
 _mailboxes: dict[str, MailboxHandler] = {}
+# A mailbox handler's form that takes the messages of a batch together.
+_batch_forms: dict[MailboxHandler, BatchHandler] = {}
 _reply_handlers: dict[type[models.Model], ReplyHandler] = {}
 _SALT = "trellis.mail.reply-address"
 
 
-def register_mailbox(address: str, handler: MailboxHandler) -> None:
+def register_mailbox(
+    address: str, handler: MailboxHandler, *, many: BatchHandler | None = None
+) -> None:
+    """Mail to ``address`` goes to ``handler``; the messages of a batch go to ``many`` instead,
+    if given."""
     _mailboxes[address.lower()] = handler
+    if many is not None:
+        _batch_forms[handler] = many
 
 
 def register_reply_handler(model: type[models.Model], handler: ReplyHandler) -> None:
@@ -48,7 +57,9 @@ def register_reply_handler(model: type[models.Model], handler: ReplyHandler) -> 
 
 
 def unregister_mailbox(address: str) -> None:
-    _mailboxes.pop(address.lower(), None)
+    handler = _mailboxes.pop(address.lower(), None)
+    if handler is not None and handler not in _mailboxes.values():
+        _batch_forms.pop(handler, None)
 
 
 def unregister_reply_handler(model: type[models.Model]) -> None:
@@ -64,8 +75,8 @@ def reply_handler(model: type[models.Model]) -> ReplyHandler | None:
 
 
 def mailbox_batch(handler: MailboxHandler) -> BatchHandler | None:
-    """The mailbox's way of taking many messages at once, if it has one (``handler.many``)."""
-    return getattr(handler, "many", None)
+    """The mailbox's way of taking many messages at once, if it was registered with one."""
+    return _batch_forms.get(handler)
 
 
 def reply_address(record: models.Model) -> str:

@@ -25,6 +25,7 @@ import signal
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 # Envelope recipients one message may have.
 MAX_RECIPIENTS = 100
+# Seconds after a job that a store or processing thread goes on with its database connection
+# unchecked: under load the threads do not spend a round trip per message on checking it.
+CONNECTION_CHECKED_FOR = 1.0
 # In "truncate" mode the listener still holds a message in memory while it arrives: past this
 # multiple of the limit it refuses (552) instead of reading on.
 TRUNCATE_READ_FACTOR = 4
@@ -104,6 +108,8 @@ class WorkerPool:
         self._threads.clear()
 
     def _work(self) -> None:
+        # Until then the thread's connection served a job a moment ago and needs no check.
+        checked_until = 0.0
         try:
             while True:
                 job = self._jobs.get()
@@ -113,11 +119,17 @@ class WorkerPool:
                 try:
                     if not future.set_running_or_notify_cancel():
                         continue
-                    close_old_connections()
+                    if time.monotonic() >= checked_until:
+                        # As before a web request: replace a connection that is too old,
+                        # broken, or (with health checks) no longer answers. The check is a
+                        # round trip to the database, as many as storing a message takes.
+                        close_old_connections()
                     try:
                         future.set_result(function(*args, **kwargs))
+                        checked_until = time.monotonic() + CONNECTION_CHECKED_FOR
                     except BaseException as exc:
                         future.set_exception(exc)
+                        checked_until = 0.0
                 finally:
                     with self._idle:
                         self._busy -= 1
@@ -135,7 +147,7 @@ class ThreadProcessing:
     def start(self) -> None:
         self.pool.start()
 
-    def submit(self, inbound_id: int) -> None:
+    def submit(self, inbound_id: int, sender: str = "") -> None:
         self.pool.submit(process_message, inbound_id)
 
     def wait_until_idle(self, timeout: float) -> bool:
@@ -146,18 +158,24 @@ class ThreadProcessing:
 
 
 class ProcessProcessing:
-    """Stored messages processed by processes of their own, fed from one queue of ids.
+    """Stored messages processed by processes of their own, each fed from a queue of ids.
 
     The processes are started fresh ("spawn", not a fork of a process that runs threads) and
-    use the database this process uses. Each takes the ids waiting in the queue together (see
-    ``processor.main``). A process that dies takes at most the batch it held, uncommitted: those
-    rows stay ``received`` for the sweeper.
+    use the database this process uses. Each takes the ids waiting in its queue together (see
+    ``processor.main``).
+
+    The mail of one sender goes to one process. A batch holds its senders' rate counters and
+    the locks on its Message-IDs until it commits; a batch of another process with one of those
+    senders (a customer who writes twice in a row, a copy of a message, a reply) would wait for
+    all of it, and two processes fed from one queue spent most of their time so. Once a process
+    has died, its senders' mail goes to the living ones; what it held, its batch uncommitted
+    and the ids left in its queue, stays ``received`` for the sweeper.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._context = multiprocessing.get_context("spawn")
-        self._jobs = self._context.Queue()
+        self._queues = [self._context.Queue() for _n in range(size)]
         self._done = self._context.Value("q", 0)
         self._changed = self._context.Condition()
         self._submitted = 0
@@ -165,19 +183,27 @@ class ProcessProcessing:
 
     def start(self) -> None:
         databases = {DEFAULT_DB_ALIAS: processing_database(connections[DEFAULT_DB_ALIAS])}
-        for n in range(self.size):
+        for n, jobs in enumerate(self._queues):
             process = self._context.Process(
                 target=processor.main,
-                args=(databases, self._jobs, self._done, self._changed),
+                args=(databases, jobs, self._done, self._changed),
                 name=f"mail-process-{n}",
                 daemon=True,
             )
             process.start()
             self._processes.append(process)
 
-    def submit(self, inbound_id: int) -> None:
+    def submit(self, inbound_id: int, sender: str = "") -> None:
         self._submitted += 1
-        self._jobs.put(inbound_id)
+        self._queue_for(sender).put(inbound_id)
+
+    def _queue_for(self, sender: str) -> Any:
+        n = zlib.crc32(sender.encode("utf-8", "replace")) % self.size
+        if self._processes and not self._processes[n].is_alive():
+            living = [m for m, process in enumerate(self._processes) if process.is_alive()]
+            if living:
+                n = living[n % len(living)]
+        return self._queues[n]
 
     def wait_until_idle(self, timeout: float) -> bool:
         """``False`` if time ran out, or if every process died (the rows wait for the sweeper)."""
@@ -192,8 +218,8 @@ class ProcessProcessing:
         return True
 
     def stop(self, timeout: float = 30) -> None:
-        for _process in self._processes:
-            self._jobs.put(None)
+        for jobs in self._queues[: len(self._processes)]:
+            jobs.put(None)
         for process in self._processes:
             process.join(timeout)
             if process.is_alive():
@@ -319,7 +345,7 @@ def accepts_recipient(address: str) -> bool:
 class IntakeHandler:
     """aiosmtpd's hooks: who may receive mail here, and what happens to a message."""
 
-    def __init__(self, store_pool: WorkerPool, stored: Callable[[int], None]) -> None:
+    def __init__(self, store_pool: WorkerPool, stored: Callable[[InboundMessage], None]) -> None:
         self.store_pool = store_pool
         self.stored = stored
 
@@ -354,7 +380,7 @@ class IntakeHandler:
         except Exception:
             log.exception("could not store a message from %s", envelope.mail_from)
             return "451 4.3.0 The message could not be stored; please try again later"
-        self.stored(message.pk)
+        self.stored(message)
         return f"250 OK {message.pk}"
 
 
@@ -469,13 +495,19 @@ class IntakeServer:
         benchmark); ``False`` if time ran out."""
         return self.store_pool.wait_until_idle(timeout) and self.processing.wait_until_idle(timeout)
 
-    def _stored(self, inbound_id: int) -> None:
-        self.processing.submit(inbound_id)
+    def _stored(self, message: InboundMessage) -> None:
+        self.processing.submit(message.pk, _sender(message.from_address, message.envelope_from))
 
     def _process_left_behind(self) -> None:
         pending = InboundMessage.objects.filter(status=InboundMessage.Status.RECEIVED)
-        for pk in pending.order_by("pk").values_list("pk", flat=True).iterator():
-            self.processing.submit(pk)
+        rows = pending.order_by("pk").values_list("pk", "from_address", "envelope_from")
+        for pk, from_address, envelope_from in rows.iterator():
+            self.processing.submit(pk, _sender(from_address, envelope_from))
+
+
+def _sender(from_address: str, envelope_from: str) -> str:
+    """Whose mail a stored message is, as far as the quick read of its headers tells."""
+    return from_address or envelope_from.lower()
 
 
 def run_forever(

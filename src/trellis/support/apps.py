@@ -62,7 +62,11 @@ class SupportConfig(AppConfig):
                 key="support_charge", model=models.Charge, default_rights=CHARGE_RIGHTS
             )
         )
-        routing.register_mailbox(settings.TRELLIS["MAIL"]["SUPPORT_ADDRESS"], intake.handle_mail)
+        routing.register_mailbox(
+            settings.TRELLIS["MAIL"]["SUPPORT_ADDRESS"],
+            intake.handle_mail,
+            many=intake.handle_mails,
+        )
         routing.register_reply_handler(models.Case, intake.handle_reply)
         inbound.register_reference_resolver(intake.resolve_reference)
         notices.subscribe()

@@ -180,7 +180,8 @@ def open_case(
             request.email, request.requester_name, actor if by_system else None
         )
         access_key = secrets.token_urlsafe(24)
-        case = _new_case(request, contact, account, access_key, clock.now())
+        number = numbering.next_number("CS")
+        case = _new_case(request, contact, account, access_key, number, clock.now())
         case.save(force_insert=True)
         _received, message = CaseEvent.objects.bulk_create(
             _first_events(case, request, actor, follows)
@@ -196,18 +197,21 @@ def open_case(
     return case, access_key
 
 
-def open_cases(requests: list[dict[str, Any]]) -> list[tuple[Case, str] | Exception]:
+def open_cases(
+    requests: list[dict[str, Any]], system: User | None = None
+) -> list[tuple[Case, str] | Exception]:
     """``open_case`` for many requests at once, by the system user: the mail intake's batches.
 
-    Each request holds ``open_case``'s arguments but ``actor`` and ``follows``. Returns, for
-    each, the case and its access key, or the ``ValidationFailed`` (or the failure to make its
-    contact) that stopped it alone, having written nothing for it. The cases come out as
-    ``open_case`` makes them, field by field and row by row; the rows of all of them are written
-    together (a few statements in all instead of some twenty per case), and the
-    acknowledgements are queued together, to be sent by one task. Raises when a bulk write
+    Each request holds ``open_case``'s arguments but ``actor`` and ``follows``; ``system`` is
+    the system user when the caller has it already. Returns, for each, the case and its access
+    key, or the ``ValidationFailed`` (or the failure to make its contact) that stopped it alone,
+    having written nothing for it. The cases come out as ``open_case`` makes them, field by
+    field and row by row; their tracking numbers are taken in one statement, the rows of all of
+    them are written together (a few statements in all instead of some twenty per case), and
+    the acknowledgements are queued together, to be sent by one task. Raises when a bulk write
     fails; then nothing of the batch is kept (the caller's transaction rolls back).
     """
-    actor = system_user()
+    actor = system or system_user()
     results: list[tuple[Case, str] | Exception | None] = [None] * len(requests)
     checked: list[tuple[int, _Request]] = []
     for n, request in enumerate(requests):
@@ -225,19 +229,23 @@ def open_cases(requests: list[dict[str, Any]]) -> list[tuple[Case, str] | Except
             .select_related("user")
             .order_by("order", "pk")
         )
-        opened: list[tuple[int, Case, str, _Request]] = []
+        accepted: list[tuple[int, _Request, tuple[Contact, Account | None]]] = []
         for n, request in checked:
             party = parties[request.email]
             if isinstance(party, Exception):
                 results[n] = party
-                continue
+            else:
+                accepted.append((n, request, party))
+        if not accepted:
+            return results  # type: ignore[return-value]
+        numbers = numbering.next_numbers("CS", len(accepted))
+        opened: list[tuple[int, Case, str, _Request]] = []
+        for (n, request, party), number in zip(accepted, numbers, strict=True):
             access_key = secrets.token_urlsafe(24)
-            case = _new_case(request, *party, access_key, now)
+            case = _new_case(request, *party, access_key, number, now)
             if rules:
                 _choose_owner(case, rules)
             opened.append((n, case, access_key, request))
-        if not opened:
-            return results  # type: ignore[return-value]
         Case.objects.bulk_create([case for _n, case, _key, _request in opened])
         teams = Team.objects.in_bulk({case.team_id for _n, case, _k, _r in opened} - {None})
         timeline: list[CaseEvent] = []
@@ -343,11 +351,16 @@ def _checked_request(
 
 
 def _new_case(
-    request: _Request, contact: Contact, account: Account | None, access_key: str, now: Any
+    request: _Request,
+    contact: Contact,
+    account: Account | None,
+    access_key: str,
+    tracking_number: str,
+    now: Any,
 ) -> Case:
     """The case's row, not saved yet."""
     return Case(
-        tracking_number=numbering.next_number("CS"),
+        tracking_number=tracking_number,
         access_key_hash=hash_token(access_key),
         subject=request.subject,
         description=request.body,
@@ -740,6 +753,26 @@ def customer_reply(
     a new case instead (see ``handle_mail``). A merged case passes the message to the case it was
     merged into.
     """
+    with transaction.atomic():
+        return _customer_message(
+            case, body=body, attachments=attachments, via=via, html=html, inbound=inbound
+        )
+
+
+def _customer_message(
+    case: Case,
+    *,
+    body: str,
+    attachments: Iterable[Attachment],
+    via: str,
+    html: str,
+    inbound: InboundMessage | None,
+    system: User | None = None,
+) -> CaseEvent:
+    """``customer_reply`` in the caller's transaction, without a savepoint of its own: what
+    fails here fails the caller's transaction too. For mail, whose handlers the mail layer runs
+    in a savepoint each (and each reply of a batch). ``system`` is the system user when the
+    caller has it already."""
     html = sanitize.clean_html(html or "")
     body = (body or "").strip() or sanitize.render_text(html)
     attachments = list(attachments)
@@ -747,32 +780,31 @@ def customer_reply(
         raise ValidationFailed({"body": [_("Write a message or attach a file.")]})
     if len(body) > MAX_BODY:
         raise ValidationFailed({"body": [_("At most %(n)d characters.") % {"n": MAX_BODY}]})
-    actor = system_user()
-    with transaction.atomic():
-        case = _locked(final_case(case))
-        if case.status == Case.Status.CLOSED:
-            raise Conflict(_("This case is closed. Please open a new one."))
-        now = clock.now()
-        event = CaseEvent.objects.create(
-            case=case,
-            kind=CaseEvent.Kind.CUSTOMER_MESSAGE,
-            public=True,
-            at=now,
-            actor=actor,
-            author=case.requester_name or case.requester_email,
-            body=body,
-            html=html,
-            data={"via": via, "from": case.requester_email},
-            inbound=inbound,
-        )
-        _save_attachments(case, event, attachments, public=True)
-        changed = ["updated_at"]
-        if case.status in (Case.Status.WAITING_ON_CUSTOMER, Case.Status.RESOLVED):
-            _set_status(case, Case.Status.OPEN, actor, reason="customer_reply")
-            changed = ["status", "resolved_at", "version", "updated_at"]
-        case.updated_at = now
-        case.save(update_fields=changed)
-        events.emit("case.customer_message", id=case.pk, event_id=event.pk, via=via)
+    actor = system or system_user()
+    case = _locked(final_case(case))
+    if case.status == Case.Status.CLOSED:
+        raise Conflict(_("This case is closed. Please open a new one."))
+    now = clock.now()
+    event = CaseEvent.objects.create(
+        case=case,
+        kind=CaseEvent.Kind.CUSTOMER_MESSAGE,
+        public=True,
+        at=now,
+        actor=actor,
+        author=case.requester_name or case.requester_email,
+        body=body,
+        html=html,
+        data={"via": via, "from": case.requester_email},
+        inbound=inbound,
+    )
+    _save_attachments(case, event, attachments, public=True)
+    changed = ["updated_at"]
+    if case.status in (Case.Status.WAITING_ON_CUSTOMER, Case.Status.RESOLVED):
+        _set_status(case, Case.Status.OPEN, actor, reason="customer_reply")
+        changed = ["status", "resolved_at", "version", "updated_at"]
+    case.updated_at = now
+    case.save(update_fields=changed)
+    events.emit("case.customer_message", id=case.pk, event_id=event.pk, via=via)
     return event
 
 
@@ -861,21 +893,17 @@ def handle_mails(
             .order_by("pk")
             .values_list("pk")
         )
+    system = system_user()
     for n, case, inbound, parsed, sender in replies:
         try:
             with transaction.atomic():
-                results[n] = _mail_to_case(case, inbound, parsed, sender)
+                results[n] = _mail_to_case(case, inbound, parsed, sender, system)
         except Exception as exc:
             results[n] = exc
-    opened = open_cases([request for _n, request in openings])
+    opened = open_cases([request for _n, request in openings], system)
     for (n, _request), result in zip(openings, opened, strict=True):
         results[n] = result[0] if isinstance(result, tuple) else result
     return results  # type: ignore[return-value]
-
-
-# The mail layer hands a batch of stored messages to the mailbox's ``many`` (see
-# ``trellis.mail.routing``).
-handle_mail.many = handle_mails  # type: ignore[attr-defined]
 
 
 def handle_reply(record: Case, inbound: InboundMessage, parsed: ParsedMessage) -> Case:
@@ -932,7 +960,15 @@ def _sender(parsed: ParsedMessage) -> str:
     return sender
 
 
-def _mail_to_case(case: Case, inbound: InboundMessage, parsed: ParsedMessage, sender: str) -> Case:
+def _mail_to_case(
+    case: Case,
+    inbound: InboundMessage,
+    parsed: ParsedMessage,
+    sender: str,
+    system: User | None = None,
+) -> Case:
+    """The mail's place on ``case``; run in a savepoint of the caller's (the mail layer runs
+    every handler in one)."""
     case = final_case(case)
     if not sender or sender != case.requester_email.lower():
         _foreign_message(case, inbound, parsed, sender)
@@ -943,13 +979,14 @@ def _mail_to_case(case: Case, inbound: InboundMessage, parsed: ParsedMessage, se
     body = _limited(parsed.text)
     if not body.strip() and not parsed.attachments:
         body = one_line(parsed.subject) or "-"
-    customer_reply(
+    _customer_message(
         case,
         body=body,
         attachments=parsed.attachments,
         via=Case.Channel.EMAIL,
         html=parsed.html,
         inbound=inbound,
+        system=system,
     )
     return case
 

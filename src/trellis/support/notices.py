@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 
 from trellis.core import events
 from trellis.mail.models import OutboundMessage
-from trellis.process.notify import language_of, notice
+from trellis.process.notify import language_of, notice, noticed_together
 
 from .models import Case, CaseEvent
 from .notify import one_line
@@ -23,13 +23,26 @@ def _case_link(case: Case) -> str:
     return reverse("support:case-detail", args=[case.pk])
 
 
-def customer_wrote(_name: str, payload: dict[str, Any]) -> None:
-    event = (
-        CaseEvent.objects.select_related("case__owner")
-        .filter(pk=payload.get("event_id"), case_id=payload.get("id"))
-        .first()
+def customer_wrote(name: str, payload: dict[str, Any]) -> None:
+    customer_wrote_many([(name, payload)])
+
+
+def customer_wrote_many(items: list[tuple[str, dict[str, Any]]]) -> None:
+    """``customer_wrote`` for the messages of a batch of mail: their events read in one query,
+    the notices written in one statement."""
+    wanted = {payload.get("event_id"): payload.get("id") for _name, payload in items}
+    found = CaseEvent.objects.select_related("case__owner").in_bulk(
+        [pk for pk in wanted if pk is not None]
     )
-    if event is None or event.case.owner is None or not event.case.owner.is_active:
+    with noticed_together():
+        for event_id, case_id in wanted.items():
+            event = found.get(event_id)
+            if event is not None and event.case_id == case_id:
+                _tell_owner(event)
+
+
+def _tell_owner(event: CaseEvent) -> None:
+    if event.case.owner is None or not event.case.owner.is_active:
         return
     case, owner = event.case, event.case.owner
     with translation.override(language_of(owner)):
@@ -66,6 +79,6 @@ def reply_failed(_name: str, payload: dict[str, Any]) -> None:
 
 
 def subscribe() -> None:
-    events.subscribe("case.customer_message", customer_wrote)
-    events.subscribe("case.foreign_message", customer_wrote)
+    events.subscribe("case.customer_message", customer_wrote, many=customer_wrote_many)
+    events.subscribe("case.foreign_message", customer_wrote, many=customer_wrote_many)
     events.subscribe("mail.outbound.failed", reply_failed)
