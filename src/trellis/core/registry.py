@@ -53,18 +53,28 @@ def all_types() -> list[ObjectType]:
 
 def record_path(object_type: str, pk: int) -> str:
     """The record's page in the web UI, or "" where the type has none."""
-    template = _record_path_template(object_type, get_script_prefix())
+    try:
+        url_name = get(object_type).detail_url_name
+    except KeyError:
+        return ""
+    return detail_path(url_name, pk)
+
+
+def detail_path(url_name: str, pk: int) -> str:
+    """The path of the page ``url_name`` (which takes one id) for ``pk``, or "" if there is no
+    such page."""
+    template = _path_template(url_name, get_script_prefix()) if url_name else ""
     return template.replace(_PK_MARK, str(int(pk))) if template else ""
 
 
-# A number no record has, reversed once per type and replaced by the id: reversing a URL for
+# A number no record has, reversed once per page and replaced by the id: reversing a URL for
 # each of thousands of records (a sweep telling people) costs more than the rest of the work.
 _PK_MARK = "987654321987654321"
 
 
 @functools.cache
-def _record_path_template(object_type: str, prefix: str) -> str:
+def _path_template(url_name: str, prefix: str) -> str:
     try:
-        return reverse(get(object_type).detail_url_name, args=[int(_PK_MARK)])
-    except (KeyError, NoReverseMatch):
+        return reverse(url_name, args=[int(_PK_MARK)])
+    except NoReverseMatch:
         return ""

@@ -104,8 +104,11 @@ def queue(
     if len(recipients) > MAX_RECIPIENTS:
         errors["to"] = [_("At most %(n)d recipients.") % {"n": MAX_RECIPIENTS}]
     if reply_to is None and record is not None:
-        reply_to = routing.reply_address(record)
-    replies = _addresses([reply_to], "reply_to", errors) if reply_to else []
+        # Made here, from the record: nothing to check (and, unique to each record, it would
+        # miss the cache of checked addresses every time).
+        replies = [routing.reply_address(record)]
+    else:
+        replies = _addresses([reply_to], "reply_to", errors) if reply_to else []
     sender = _addresses([from_address or settings.DEFAULT_FROM_EMAIL], "from_address", errors)
     extra = _headers(headers or {}, errors)
     if errors:

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import models
 from django.template.loader import render_to_string
-from django.urls import NoReverseMatch, reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from trellis.core import clock
+from trellis.core import clock, registry
 from trellis.core.models import SYSTEM_USERNAME, User
 from trellis.mail import outbound
 from trellis.mail.inbound import one_line
@@ -66,10 +65,7 @@ def language_of(user: User) -> str:
 
 def task_path(task: Task) -> str:
     """The task's page in the web UI, or "" while no page is mounted for tasks."""
-    try:
-        return reverse("process:task-detail", args=[task.pk])
-    except NoReverseMatch:
-        return ""
+    return registry.detail_path("process:task-detail", task.pk)
 
 
 def _link(task: Task) -> str:
