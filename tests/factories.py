@@ -74,3 +74,29 @@ def activity(actor: User, record, **data):
     related_type = type(record)._meta.model_name
     values = {"subject": f"Call {next(_counter)}", "kind": "call", **data}
     return services.create_activity(actor, related_type, record.pk, values)
+
+
+def deal_pipeline(admin: User, code: str, alert_kinds: list[str]):
+    """A default deal pipeline of the test's own (open, won, lost) with these alert rules: a
+    test with real commits cannot count on the pipelines the migrations made."""
+    from trellis.process.pipelines import alerts
+    from trellis.process.pipelines import services as pipelines
+    from trellis.process.pipelines.models import Pipeline
+
+    Pipeline.objects.filter(object_type="opportunity").update(is_default=False)
+    pipeline = pipelines.save_pipeline(
+        admin,
+        {
+            "object_type": "opportunity",
+            "code": code,
+            "name": code.title(),
+            "is_default": True,
+            "stages": [
+                {"code": "open", "name": "Open"},
+                {"code": "won", "name": "Won", "kind": "won"},
+                {"code": "lost", "name": "Lost", "kind": "lost"},
+            ],
+        },
+    )
+    alerts.save_rules(admin, pipeline.pk, [{"kind": kind} for kind in alert_kinds])
+    return pipeline

@@ -658,22 +658,7 @@ def test_two_sweeps_at_once_fire_each_alert_once(transactional_db, time_machine)
     time_machine.move_to(START, tick=False)
     # A pipeline of its own: a transactional test cannot count on the migrations' data.
     admin = factories.user(Role.ADMIN, username="racer-admin")
-    Pipeline.objects.filter(object_type="opportunity").update(is_default=False)
-    pipeline = services.save_pipeline(
-        admin,
-        {
-            "object_type": "opportunity",
-            "code": "race",
-            "name": "Race",
-            "is_default": True,
-            "stages": [
-                {"code": "open", "name": "Open"},
-                {"code": "won", "name": "Won", "kind": "won"},
-                {"code": "lost", "name": "Lost", "kind": "lost"},
-            ],
-        },
-    )
-    alerts.save_rules(admin, pipeline.pk, [{"kind": "past_close"}])
+    factories.deal_pipeline(admin, "race", ["past_close"])
     owner = factories.user(Role.SALES, username="owner", team=factories.TeamFactory(name="T"))
     deals = [
         factories.opportunity(owner, expected_close_date=dt.date(2026, 3, 3)) for _ in range(12)

@@ -162,14 +162,21 @@ def update(
             getattr(instance, name).set(values)
         check_write(actor, instance, changes)
         audit.record(actor, instance, AuditEvent.Action.UPDATED, changes, spec.describe(instance))
-        events.emit(
-            f"{spec.object_type}.updated",
-            id=instance.pk,
-            actor_id=actor.pk,
-            changed=sorted(changes),
-            before={name: old for name, (old, _new) in changes.items()},
-        )
+        _emit_updated(actor, spec, instance, changes)
     return instance
+
+
+def _emit_updated(
+    actor: User, spec: RecordSpec, instance: OwnedRecord, changes: dict[str, list[Any]]
+) -> None:
+    """``<type>.updated``, with what changed and what it held before (rules compare them)."""
+    events.emit(
+        f"{spec.object_type}.updated",
+        id=instance.pk,
+        actor_id=actor.pk,
+        changed=sorted(changes),
+        before={name: old for name, (old, _new) in changes.items()},
+    )
 
 
 def update_many(
@@ -230,13 +237,7 @@ def update_many(
             for instance, changes in written
         )
         for instance, changes in written:
-            events.emit(
-                f"{spec.object_type}.updated",
-                id=instance.pk,
-                actor_id=actor.pk,
-                changed=sorted(changes),
-                before={name: old for name, (old, _new) in changes.items()},
-            )
+            _emit_updated(actor, spec, instance, changes)
     return [locked[pk] for pk, _data, _version in items]
 
 

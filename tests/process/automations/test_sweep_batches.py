@@ -14,9 +14,7 @@ from trellis.process.automations import holds, services
 from trellis.process.automations.engine import fire_due_timers
 from trellis.process.automations.models import RuleRun
 from trellis.process.models import Notification, Task
-from trellis.process.pipelines import alerts
-from trellis.process.pipelines import services as pipelines
-from trellis.process.pipelines.models import AlertTimer, Pipeline
+from trellis.process.pipelines.models import AlertTimer
 
 from ... import factories
 from .conftest import rule
@@ -144,22 +142,7 @@ def test_the_tasks_of_a_batch_bring_each_deals_alerts_in_line(time_machine):
     time_machine.move_to(dt.datetime(2026, 3, 3, 1, 0, tzinfo=dt.UTC), tick=False)
     admin = factories.user(Role.ADMIN, username="batch-admin")
     owner = factories.user(Role.SALES, username="batch-owner", team=admin.team)
-    Pipeline.objects.filter(object_type="opportunity").update(is_default=False)
-    pipeline = pipelines.save_pipeline(
-        admin,
-        {
-            "object_type": "opportunity",
-            "code": "batch",
-            "name": "Batch",
-            "is_default": True,
-            "stages": [
-                {"code": "open", "name": "Open"},
-                {"code": "won", "name": "Won", "kind": "won"},
-                {"code": "lost", "name": "Lost", "kind": "lost"},
-            ],
-        },
-    )
-    alerts.save_rules(admin, pipeline.pk, [{"kind": "task_overdue"}])
+    factories.deal_pipeline(admin, "batch", ["task_overdue"])
     account = factories.account(owner)
     records = [
         factories.opportunity(
