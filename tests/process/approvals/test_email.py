@@ -112,6 +112,22 @@ def test_the_approver_is_asked_in_their_language(people):
     assert "기한: " in sent.text
 
 
+def test_the_reminder_carries_the_links_too_and_they_decide(client, people, clock):
+    define(people["admin"], steps=[step(timeout_hours=4, remind_before_hours=1)])
+    request = services.submit(people["seller"], "opportunity", deal(people["seller"]).pk)
+    first = links(people["boss"])
+    clock.move_to(dt.datetime(2026, 3, 4, 3, 0, tzinfo=dt.UTC), tick=False)
+    assert services.fire_due_timers() == 1
+    reminder = mail_to(people["boss"])[-1]
+    assert reminder.subject.startswith("Reminder:")
+    assert reminder.reply_to == routing.reply_address(request)
+    again = links(people["boss"])
+    assert again != first and len(_LINK.findall(reminder.text)) == 2
+    client.post(decide_path(again["approve"]), {"comment": ""})
+    assert fresh(request).status == "approved"
+    assert decisions(request) == [("step_approved", "boss", "link")]
+
+
 # Links.
 
 

@@ -1488,16 +1488,23 @@ def _remind(
     run.timer_at = run.due_at if step["escalation"] != "none" else None
     run.save()
     waiting = list(
-        run.assignments.filter(status=ApprovalAssignment.Status.PENDING).select_related("user")
+        run.assignments.filter(status=ApprovalAssignment.Status.PENDING).select_related(
+            "user", "on_behalf_of"
+        )
     )
     for assignment in waiting:
         with translation.override(notify.language_of(assignment.user)):
-            _tell(
-                assignment.user,
-                _("Reminder: %(request)s waits for your decision until %(due)s.")
-                % {"request": _label(request), "due": notify.local_time(run.due_at)},
-                request_path(request),
-            )
+            text = _("Reminder: %(request)s waits for your decision until %(due)s.") % {
+                "request": _label(request),
+                "due": notify.local_time(run.due_at),
+            }
+            notify.notice(assignment.user, text, link=request_path(request))
+            if assignment.user.email:
+                # Like the first e-mail: the signed Approve / Reject links and the reply
+                # address, so that the reminder too can be answered from the mailbox.
+                from . import emailed
+
+                emailed.ask(request, run, assignment, subject=text)
     _event(request, Kind.REMINDED, None, at=now, step=run.index, to=[str(a.user) for a in waiting])
 
 
