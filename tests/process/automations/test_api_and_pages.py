@@ -526,3 +526,53 @@ def test_lists_cost_the_same_queries_whatever_their_length(people, account):
     four = [_queries(admin.client, "/api/v1/" + p) for p in paths]
     four += [_queries(browser, p) for p in pages]
     assert four == one
+
+
+def test_the_record_page_shows_its_holds_and_the_rules_that_acted(people, account, events):
+    hold = services.save_hold(
+        people["admin"],
+        {
+            "object_type": "opportunity",
+            "code": "check",
+            "name": "Credit check",
+            "name_ko": "신용 확인",
+        },
+    )
+    rule(
+        people["admin"],
+        name="Hold big deals",
+        trigger="created",
+        condition="amount > 5000.0",
+        actions=[{"kind": "hold", "hold": hold.code}],
+    )
+    with events():
+        big = deal(people, account, name="Big", amount=Decimal(9000))
+        small = deal(people, account, name="Small")
+    page = _browser(people["sales"]).get(f"/crm/opportunities/{big.pk}/").content.decode()
+    assert "Holds and rules" in page
+    assert "Credit check" in page and f"/automations/holds/{hold.pk}/" in page
+    assert "Hold big deals" in page and "fired" in page
+    # A salesperson does not define rules: the rule is named, not linked.
+    assert "/automations/rules/" not in page
+    admin_page = _browser(people["admin"], "ko").get(f"/crm/opportunities/{big.pk}/")
+    text = admin_page.content.decode()
+    assert "보류와 규칙" in text and "신용 확인" in text and "보류 중" in text
+    # A record no rule or hold has touched shows no panel.
+    untouched = _browser(people["sales"]).get(f"/crm/opportunities/{small.pk}/")
+    assert "Holds and rules" not in untouched.content.decode()
+    # The same through the API, next to the page.
+    api = token_client(people["sales"])
+    body = api.get(f"automations/records/opportunity/{big.pk}").json()
+    assert [(h["hold_code"], h["released_at"]) for h in body["holds"]] == [("check", None)]
+    assert body["holds"][0]["record"] == "Big" and body["holds"][0]["waiting_seconds"] >= 0
+    assert [(r["outcome"], r["detail"]["done"]) for r in body["runs"]] == [
+        ("fired", ["on hold: Credit check"])
+    ]
+    assert api.get(f"automations/records/spaceship/{big.pk}").status_code == 404
+    # The API also lists the runs the page leaves out: skipped by condition.
+    quiet = api.get(f"automations/records/opportunity/{small.pk}").json()
+    assert quiet["holds"] == [] and [r["outcome"] for r in quiet["runs"]] == ["skipped"]
+    outsider = factories.user(Role.SALES, username="stranger", team=factories.TeamFactory())
+    assert (
+        token_client(outsider).get(f"automations/records/opportunity/{big.pk}").status_code == 404
+    )

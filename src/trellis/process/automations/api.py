@@ -245,6 +245,13 @@ class QueuePage(Output):
     has_next: bool = Field(description="Whether another page follows.")
 
 
+class RecordAutomationsOut(Output):
+    holds: list[PlacementOut] = Field(
+        description="The record's stays in holds, waiting and released, newest first (50 at most)."
+    )
+    runs: list[RuleRunOut] = Field(description="The latest runs of rules on it, newest first.")
+
+
 def _rule_row(rule: Rule) -> dict[str, Any]:
     row = {
         "id": rule.pk,
@@ -567,3 +574,23 @@ def place(request: HttpRequest, id: Id, payload: HoldPlaceIn) -> HttpResponse:
 def release(request: HttpRequest, id: Id, payload: HoldReleaseIn) -> HttpResponse:
     released = services.release_hold(request.auth, id, payload.note)
     return json_response(_placement_row(released, queries.placement_record(released)))
+
+
+@router.get(
+    "/automations/records/{object_type}/{id}",
+    response=RecordAutomationsOut,
+    operation_id="record_automations",
+    summary="A record's holds and rule runs",
+    description="What the Holds and rules panel of the record's page shows, for a record you "
+    "may see: its holds, and the latest 50 runs of rules on it, skipped ones included.",
+)
+def record_automations(request: HttpRequest, object_type: str, id: Id) -> HttpResponse:
+    user = request.auth
+    placements = queries.placements_of(user, object_type, id)
+    record = queries.placement_record(placements[0]) if placements else None
+    return json_response(
+        {
+            "holds": [_placement_row(p, record) for p in placements],
+            "runs": [_run_row(run) for run in queries.runs_of_record(user, object_type, id)],
+        }
+    )
