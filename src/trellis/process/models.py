@@ -11,11 +11,11 @@ from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Q
-from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from trellis.core import clock
+from trellis.core.i18n import in_language
 from trellis.core.models import Team, User
 from trellis.mail.models import InboundMessage, OutboundMessage
 
@@ -75,9 +75,7 @@ class TaskType(models.Model):
     @property
     def label(self) -> str:
         """The name in the active language; the English one when no Korean name is given."""
-        if self.name_ko and (translation.get_language() or "").startswith("ko"):
-            return self.name_ko
-        return self.name
+        return in_language(self.name, self.name_ko)
 
 
 class Thread(models.Model):

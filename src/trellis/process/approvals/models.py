@@ -12,11 +12,11 @@ the request are what make every decision count exactly once.
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import F, Q
-from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from trellis.core import clock
+from trellis.core.i18n import in_language
 from trellis.core.models import User
 
 
@@ -58,9 +58,7 @@ class ApprovalProcess(models.Model):
 
     @property
     def label(self) -> str:
-        if self.name_ko and (translation.get_language() or "").startswith("ko"):
-            return self.name_ko
-        return self.name
+        return in_language(self.name, self.name_ko)
 
 
 class ApprovalProcessVersion(models.Model):

@@ -3,10 +3,10 @@
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Q
-from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from trellis.core import clock
+from trellis.core.i18n import in_language
 from trellis.core.models import User
 
 
@@ -35,9 +35,7 @@ class Hold(models.Model):
 
     @property
     def label(self) -> str:
-        if self.name_ko and (translation.get_language() or "").startswith("ko"):
-            return self.name_ko
-        return self.name
+        return in_language(self.name, self.name_ko)
 
 
 class HoldPlacement(models.Model):

@@ -4,21 +4,14 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
-from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from trellis.core import clock
+from trellis.core.i18n import in_language
 from trellis.core.models import User
 
 from ..approvals.models import ApprovalProcess, ApprovalRequest
-
-
-def _in_language(english: str, korean: str) -> str:
-    """The Korean name when the active language is Korean and one is given, else the English."""
-    if korean and (translation.get_language() or "").startswith("ko"):
-        return korean
-    return english
 
 
 class Pipeline(models.Model):
@@ -52,7 +45,7 @@ class Pipeline(models.Model):
 
     @property
     def label(self) -> str:
-        return _in_language(self.name, self.name_ko)
+        return in_language(self.name, self.name_ko)
 
 
 class Stage(models.Model):
@@ -115,15 +108,15 @@ class Stage(models.Model):
 
     @property
     def label(self) -> str:
-        return _in_language(self.name, self.name_ko)
+        return in_language(self.name, self.name_ko)
 
     @property
     def message(self) -> str:
-        return _in_language(self.gate_message, self.gate_message_ko)
+        return in_language(self.gate_message, self.gate_message_ko)
 
     def activities(self) -> list[str]:
         """The expected activities in the active language."""
-        return [_in_language(item["en"], item.get("ko", "")) for item in self.expected_activities]
+        return [in_language(item["en"], item.get("ko", "")) for item in self.expected_activities]
 
 
 class StageChange(models.Model):
@@ -245,7 +238,7 @@ class BlackoutWindow(models.Model):
         ]
 
     def __str__(self) -> str:
-        return _in_language(self.name, self.name_ko)
+        return in_language(self.name, self.name_ko)
 
 
 class PipelineSnapshot(models.Model):
