@@ -538,20 +538,26 @@ def _record_of(
     if not _given(record_type):
         errors["record_type"] = [_("Say what kind of record it is.")]
         return None
-    try:
-        object_type = registry.get(record_type)
-    except (KeyError, TypeError):
-        object_type = None
-    if object_type is None or object_type.model._meta.app_label == Task._meta.app_label:
+    model = _thread_record_model(record_type)
+    if model is None:
         errors["record_type"] = [_("Unknown record type.")]
         return None
     if not _given(record_id):
         errors["record_id"] = [_("Give the id of an existing record.")]
         return None
-    found = visible(actor, object_type.model).filter(pk=checked_id(record_id, "record_id")).first()
+    found = visible(actor, model).filter(pk=checked_id(record_id, "record_id")).first()
     if found is None:
         errors["record_id"] = [_("No such record.")]
     return found
+
+
+def _thread_record_model(record_type: Any) -> type[models.Model] | None:
+    """The model of a registered type a thread may be about: any but the tasks' own."""
+    try:
+        model = registry.get(record_type).model
+    except (KeyError, TypeError):
+        return None
+    return None if model._meta.app_label == Task._meta.app_label else model
 
 
 def create_task(actor: User, data: Mapping[str, Any]) -> Task:
@@ -668,15 +674,12 @@ def _records_for(
     type of record."""
     wanted: list[tuple[type[models.Model], int] | None] = []
     for index, data in enumerate(items):
-        try:
-            object_type = registry.get(data.get("record_type"))
-        except (KeyError, TypeError):
-            object_type = None
-        if object_type is None or object_type.model._meta.app_label == Task._meta.app_label:
+        model = _thread_record_model(data.get("record_type"))
+        if model is None:
             errors[f"{index}.record_type"] = [_("Unknown record type.")]
             wanted.append(None)
             continue
-        wanted.append((object_type.model, checked_id(data.get("record_id"), f"{index}.record_id")))
+        wanted.append((model, checked_id(data.get("record_id"), f"{index}.record_id")))
     by_model: dict[type[models.Model], set[int]] = {}
     for place in filter(None, wanted):
         by_model.setdefault(place[0], set()).add(place[1])

@@ -248,9 +248,9 @@ def run_rules(rules: list[Rule], record: models.Model, event: Event, cascade: Ca
     context = subject.context(record)
     runs: list[RuleRun] = []
     timeline: list[AuditEvent] = []
-    firings = _RecentFirings(rules, content_type, record.pk)
+    recent = _RecentFirings(rules, content_type, record.pk)
     for rule in rules:
-        run = _run(rule, record, context, event, cascade, content_type, timeline, firings)
+        run = _run(rule, record, context, event, cascade, content_type, timeline, recent)
         runs.append(run)
         if run.outcome == Outcome.FIRED and _writes_record(rule):
             record.refresh_from_db()
@@ -271,11 +271,10 @@ def _run(
     cascade: Cascade,
     content_type: ContentType,
     timeline: list[AuditEvent],
-    firings: "_RecentFirings | None",
+    recent: "_RecentFirings",
 ) -> RuleRun:
-    """Run one rule on one record: the run's row to write, and its timeline entry added to
-    ``timeline``. ``firings`` counts for the throttle; ``None`` for timers, which are not
-    throttled."""
+    """Run one rule on one record on an event: the run's row to write, and its timeline entry
+    added to ``timeline``. ``recent`` counts the rules' firings for the throttle."""
     now = clock.now()
     run = RuleRun(
         rule=rule,
@@ -305,7 +304,7 @@ def _run(
     if not _condition_met(rule, context, event):
         run.outcome = Outcome.SKIPPED
         return run
-    if firings is not None and firings.reached(rule, now):
+    if recent.reached(rule, now):
         run.outcome = Outcome.THROTTLED
         run.detail = {"limit": rule.throttle_per_hour}
         timeline.append(_timeline_entry(rule, record, run, now))
@@ -317,12 +316,10 @@ def _run(
         )
         return run
     cascade.ran.add(key)
-    done, error = _act(rule, record, context, cascade.deeper())
-    if firings is not None:
-        firings.add(rule)
-    run.outcome = Outcome.FAILED if error else Outcome.FIRED
-    run.detail = {"done": done, **({"error": error} if error else {})}
-    timeline.append(_timeline_entry(rule, record, run, now))
+    firing = _Firing(record, context, run)
+    _act(rule, [firing], cascade.deeper())
+    recent.add(rule)
+    timeline.append(_ended(rule, firing, now))
     return run
 
 
@@ -371,23 +368,6 @@ class _RecentFirings:
             self.counts[rule.pk] = self.counts.get(rule.pk, 0) + 1
 
 
-def _act(
-    rule: Rule, record: models.Model, context: dict[str, Any], cascade: Cascade
-) -> tuple[list[str], str]:
-    """Run the rule's actions in order, each in its own transaction; the first that fails
-    stops the rest. Returns what each completed action did, and the error."""
-    done: list[str] = []
-    with events.caused_by(cascade):
-        for index, action in enumerate(rule.actions):
-            try:
-                with transaction.atomic():
-                    act = ACTIONS[action["kind"]]
-                    done.append(act(rule, action, record, context, cascade.robot()))
-            except ACTION_ERRORS as exc:
-                return done, _error_text(index, action, exc)
-    return done, ""
-
-
 @dataclass
 class _Firing:
     """One rule about to act on one record, and how it went."""
@@ -399,10 +379,12 @@ class _Firing:
     error: str = ""
 
 
-def _act_together(rule: Rule, firings: list[_Firing], cascade: Cascade) -> None:
-    """``_act`` for many records: an action with a batch form runs for all of them in one
-    transaction; should that fail, it runs again record by record, so that one bad record
-    fails alone. A record whose action failed takes no further action."""
+def _act(rule: Rule, firings: list[_Firing], cascade: Cascade) -> None:
+    """Run the rule's actions in order on the firings' records, each action in its own
+    transaction; on a record where one fails, the rest are not run (what the earlier ones
+    wrote stays). For several records, an action with a batch form runs for all of them at
+    once; should that fail, it runs again record by record, so that one bad record fails
+    alone."""
     robot = cascade.robot()
     with events.caused_by(cascade):
         for index, action in enumerate(rule.actions):
@@ -425,6 +407,14 @@ def _act_together(rule: Rule, firings: list[_Firing], cascade: Cascade) -> None:
                         firing.done.append(act(rule, action, firing.record, firing.context, robot))
                 except ACTION_ERRORS as exc:
                     firing.error = _error_text(index, action, exc)
+
+
+def _ended(rule: Rule, firing: _Firing, at: dt.datetime) -> AuditEvent:
+    """Record on the run how the firing went; its entry for the record's timeline."""
+    run = firing.run
+    run.outcome = Outcome.FAILED if firing.error else Outcome.FIRED
+    run.detail = {"done": firing.done, **({"error": firing.error} if firing.error else {})}
+    return _timeline_entry(rule, firing.record, run, at)
 
 
 def _error_text(index: int, action: dict[str, Any], exc: Exception) -> str:
@@ -902,11 +892,8 @@ def _fire(timers: list[Any]) -> None:
     timeline: list[AuditEvent] = []
     for rule_id, firings in firing.items():
         cascade.ran.update((rule_id, f.run.content_type_id, f.record.pk) for f in firings)
-        _act_together(rules[rule_id], firings, cascade.deeper())
-        for f in firings:
-            f.run.outcome = Outcome.FAILED if f.error else Outcome.FIRED
-            f.run.detail = {"done": f.done, **({"error": f.error} if f.error else {})}
-            timeline.append(_timeline_entry(rules[rule_id], f.record, f.run, now))
+        _act(rules[rule_id], firings, cascade.deeper())
+        timeline += [_ended(rules[rule_id], f, now) for f in firings]
     RuleRun.objects.bulk_create(runs)
     AuditEvent.objects.bulk_create(timeline)
 
