@@ -54,16 +54,16 @@ import datetime as dt
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+from harness import PG, ROOT
+
 OTHERS = ROOT / "bench" / "approvals_others"
-PG = "postgres://postgres@127.0.0.1:5432/"
 DATABASES = {
     "trellis": "trellis_bench_approvals",
     "spiffworkflow": "trellis_bench_approvals_spiff",
@@ -89,26 +89,6 @@ sys.path.insert(0, str(OTHERS))
 import driver  # noqa: E402
 
 
-def _psql(sql: str, database: str = "postgres") -> str:
-    return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-Atqc", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
-def ensure_database(name: str, fresh: bool) -> bool:
-    """Create the database if missing (dropping it first with ``fresh``); True if new."""
-    exists = _psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") == "1"
-    if exists and fresh:
-        _psql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        exists = False
-    if not exists:
-        _psql(f'CREATE DATABASE "{name}"')
-    return not exists
-
-
 def ensure_venv() -> Path:
     python = VENV / "bin" / "python"
     if not python.exists():
@@ -123,32 +103,9 @@ def ensure_venv() -> Path:
     return python
 
 
-def trellis_environment(database: str) -> dict[str, str]:
-    var_dir = Path(os.environ.get("TRELLIS_VAR_DIR", str(ROOT / "bench" / "out")))
-    var_dir.mkdir(parents=True, exist_ok=True)
-    return {
-        **os.environ,
-        "DATABASE_URL": PG + database,
-        "DJANGO_SETTINGS_MODULE": "trellis.settings",
-        "TRELLIS_VAR_DIR": str(var_dir),
-        "TRELLIS_LOG_LEVEL": "ERROR",
-        **({"PYTHONPATH": str(SNAPSHOT)} if (SNAPSHOT / "trellis").exists() else {}),
-    }
-
-
-def take_snapshot() -> None:
-    if SNAPSHOT.exists():
-        shutil.rmtree(SNAPSHOT)
-    shutil.copytree(
-        ROOT / "src" / "trellis",
-        SNAPSHOT / "trellis",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
-
-
 def migrate_trellis(database: str) -> None:
     trellis = str(ROOT / ".venv" / "bin" / "trellis")
-    environment = trellis_environment(database)
+    environment = harness.trellis_environment(database, SNAPSHOT)
     subprocess.run([trellis, "manage", "migrate", "-v0"], check=True, env=environment)
 
 
@@ -346,21 +303,6 @@ def _statements_of_one(seller, approvers, process, account) -> list[str]:
     return [query["sql"] for query in queries.captured_queries]
 
 
-def _statement_kind(sql: str) -> str:
-    """``SELECT process_approvalrequest``: the verb and the first table named."""
-    words = sql.replace('"', "").split()
-    verb = words[0].upper()
-    table = ""
-    keywords = {"INSERT": ("INTO",), "UPDATE": ("UPDATE",)}.get(verb, ("FROM", "INTO", "UPDATE"))
-    for keyword in keywords:
-        if keyword in words[:-1]:
-            table = words[words.index(keyword) + 1]
-            break
-    if verb == "SELECT" and table == "":
-        table = "(no table)"
-    return f"{verb} {table}".strip()
-
-
 def trellis_profile(args: argparse.Namespace) -> None:
     """Where a Trellis request's time goes: its statements, and cProfile over a few."""
     import cProfile
@@ -390,7 +332,7 @@ def trellis_profile(args: argparse.Namespace) -> None:
     told = _told_of_one(seller, approvers, process, account)
     kinds: dict[str, int] = {}
     for sql in statements:
-        kind = _statement_kind(sql)
+        kind = harness.statement_kind(sql)
         kinds[kind] = kinds.get(kind, 0) + 1
     stats = pstats.Stats(profile)
     total = stats.total_tt
@@ -433,7 +375,7 @@ def run_side(side: str, args: argparse.Namespace, python: Path, clients: int) ->
     database = DATABASES[side]
     if side == "trellis":
         command = [sys.executable, __file__, "--side", "trellis"]
-        environment = trellis_environment(database)
+        environment = harness.trellis_environment(database, SNAPSHOT)
     elif side == "spiffworkflow":
         command = [str(python), str(OTHERS / "spiff_side.py"), "--database", PG + database]
         environment = dict(os.environ)
@@ -453,7 +395,7 @@ def run_side(side: str, args: argparse.Namespace, python: Path, clients: int) ->
 def throughput(args: argparse.Namespace) -> dict:
     python = ensure_venv()
     for side, database in DATABASES.items():
-        if ensure_database(database, args.fresh) and side == "trellis":
+        if harness.ensure_database(database, args.fresh) and side == "trellis":
             migrate_trellis(database)
         elif side == "trellis":
             migrate_trellis(database)  # a no-op unless the code has new migrations
@@ -516,7 +458,7 @@ def throughput(args: argparse.Namespace) -> dict:
                 str(args.profile_requests),
             ],
             check=True,
-            env=trellis_environment(DATABASES["trellis"]),
+            env=harness.trellis_environment(DATABASES["trellis"], SNAPSHOT),
             capture_output=True,
             text=True,
         )
@@ -796,8 +738,8 @@ def _explain(sql: str) -> list[str]:
 
 
 def inbox(args: argparse.Namespace) -> dict:
-    environment = trellis_environment(INBOX_DATABASE)
-    if ensure_database(INBOX_DATABASE, args.fresh):
+    environment = harness.trellis_environment(INBOX_DATABASE, SNAPSHOT)
+    if harness.ensure_database(INBOX_DATABASE, args.fresh):
         print("migrating the inbox database", file=sys.stderr, flush=True)
     migrate_trellis(INBOX_DATABASE)
     os.environ.update(environment)
@@ -960,11 +902,11 @@ def main() -> None:
         "machine": {
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
-            "postgresql": _psql("SHOW server_version"),
+            "postgresql": harness.psql("SHOW server_version"),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         }
     }
-    take_snapshot()
+    harness.take_snapshot(SNAPSHOT)
     if not args.skip_throughput:
         result["throughput"] = throughput(args)
     if not args.skip_inbox:

@@ -48,7 +48,6 @@ import json
 import os
 import random
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -56,8 +55,9 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PG = "postgres://postgres@127.0.0.1:5432/"
+import harness
+from harness import ROOT
+
 EVENTS_DATABASE = "trellis_bench_automations"
 SWEEP_DATABASE = "trellis_bench_automations_timers"
 WORK = Path.home() / ".cache" / "trellis-bench"
@@ -70,52 +70,15 @@ EVENT_RULE_PREFIX = "Bench: "
 # Running things: databases, the snapshot, the parts in processes of their own.
 
 
-def _psql(sql: str, database: str = "postgres") -> str:
-    return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-Atqc", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
-def ensure_database(name: str, fresh: bool) -> None:
-    exists = _psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") == "1"
-    if exists and fresh:
-        _psql(f"DROP DATABASE {name} WITH (FORCE)")
-        exists = False
-    if not exists:
-        _psql(f"CREATE DATABASE {name}")
-
-
-def environment(database: str) -> dict[str, str]:
-    var_dir = Path(os.environ.get("TRELLIS_VAR_DIR", str(ROOT / "bench" / "out")))
-    var_dir.mkdir(parents=True, exist_ok=True)
-    return {
-        **os.environ,
-        "DATABASE_URL": PG + database,
-        "DJANGO_SETTINGS_MODULE": "trellis.settings",
-        "TRELLIS_VAR_DIR": str(var_dir),
-        "TRELLIS_LOG_LEVEL": "ERROR",
-        **({"PYTHONPATH": str(SNAPSHOT)} if (SNAPSHOT / "trellis").exists() else {}),
-    }
-
-
 def take_snapshot() -> str:
     """Copy src/trellis; return a short hash of the engine, to tell versions apart."""
-    if SNAPSHOT.exists():
-        shutil.rmtree(SNAPSHOT)
-    shutil.copytree(
-        ROOT / "src" / "trellis",
-        SNAPSHOT / "trellis",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
+    harness.take_snapshot(SNAPSHOT)
     engine = SNAPSHOT / "trellis" / "process" / "automations" / "engine.py"
     return hashlib.sha256(engine.read_bytes()).hexdigest()[:12]
 
 
 def run_part(part: str, database: str, args: argparse.Namespace) -> dict:
-    env = environment(database)
+    env = harness.trellis_environment(database, SNAPSHOT)
     trellis = str(ROOT / ".venv" / "bin" / "trellis")
     print(f"{part}: migrating {database}", file=sys.stderr, flush=True)
     subprocess.run([trellis, "manage", "migrate", "-v0"], check=True, env=env)
@@ -214,23 +177,10 @@ class Statements:
         self._wrapper.__exit__(*exc)
 
 
-def _statement_kind(sql: str) -> str:
-    """``SELECT process_rulerun``: the verb and the first table named."""
-    words = sql.replace('"', "").split()
-    verb = words[0].upper()
-    table = ""
-    keyword = {"INSERT": "INTO", "UPDATE": "UPDATE"}.get(verb, "FROM")
-    if keyword in words[:-1]:
-        table = words[words.index(keyword) + 1]
-    if verb == "SELECT" and table == "":
-        table = "(no table)"
-    return f"{verb} {table}".strip()
-
-
 def _kinds(statements: list[str], count: int) -> dict[str, float]:
     kinds: dict[str, int] = {}
     for sql in statements:
-        kind = _statement_kind(sql)
+        kind = harness.statement_kind(sql)
         kinds[kind] = kinds.get(kind, 0) + 1
     ordered = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
     return {kind: round(n / count, 2) for kind, n in ordered}
@@ -1220,11 +1170,11 @@ def main() -> None:
         },
     }
     if not args.skip_events:
-        ensure_database(EVENTS_DATABASE, args.fresh)
+        harness.ensure_database(EVENTS_DATABASE, args.fresh)
         result["events"] = run_part("events", EVENTS_DATABASE, args)
         Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
     if not args.skip_sweep:
-        ensure_database(SWEEP_DATABASE, args.fresh)
+        harness.ensure_database(SWEEP_DATABASE, args.fresh)
         result["sweep"] = run_part("sweep", SWEEP_DATABASE, args)
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["minutes"] = round((dt.datetime.now(dt.UTC) - started).total_seconds() / 60, 1)

@@ -29,31 +29,18 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+from harness import PG, ROOT
+
 DATABASE = "trellis_bench_pipelines"
-PG = "postgres://postgres@127.0.0.1:5432/"
-
-
-def _psql(sql: str, database: str = "postgres") -> str:
-    return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-Atqc", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 def prepare(args: argparse.Namespace, env: dict[str, str]) -> dict[str, float]:
     """Create and fill the database unless it is there already; return how long that took."""
-    exists = _psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'") == "1"
-    if exists and args.fresh:
-        _psql(f"DROP DATABASE {DATABASE} WITH (FORCE)")
-        exists = False
-    if not exists:
-        _psql(f"CREATE DATABASE {DATABASE}")
+    harness.ensure_database(DATABASE, args.fresh)
     trellis = str(ROOT / ".venv" / "bin" / "trellis")
     subprocess.run([trellis, "manage", "migrate", "-v0"], check=True, env=env)
-    deals = int(_psql("SELECT count(*) FROM crm_opportunity", DATABASE))
+    deals = int(harness.psql("SELECT count(*) FROM crm_opportunity", DATABASE))
     timing = {}
     if deals == 0:
         started = time.monotonic()
