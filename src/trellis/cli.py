@@ -76,9 +76,10 @@ def _gunicorn(bind: str, workers: int, threads: int) -> list[str]:
     ]
 
 
-def _worker_commands() -> list[list[str]]:
+def _worker_commands(sweepers: int = 1) -> list[list[str]]:
+    """The task queue and ``sweepers`` sweep loops, which share each pass's due work."""
     me = [sys.executable, "-m", "trellis.cli"]
-    return [[*me, "manage", "db_worker"], [*me, "manage", "sweep", "--loop"]]
+    return [[*me, "manage", "db_worker"]] + [[*me, "manage", "sweep", "--loop"]] * sweepers
 
 
 def _smtpd_command(host: str | None = None, port: int | None = None) -> list[str]:
@@ -125,12 +126,18 @@ def web(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    return _run_together(_worker_commands())
+    return _run_together(_worker_commands(args.sweepers))
 
 
 def smtpd(args: argparse.Namespace) -> int:
     _manage(*_smtpd_command(args.host, args.port)[4:])
     return 0
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=int(os.environ.get("TRELLIS_WEB_THREADS", 1)))
     p.set_defaults(run=web)
     p = commands.add_parser("worker", help="a task worker and the timer sweep")
+    p.add_argument(
+        "--sweepers",
+        type=_positive,
+        default=os.environ.get("TRELLIS_SWEEPERS", "1"),
+        help="sweep loops that share the due work (PostgreSQL; SQLite lets one writer in)",
+    )
     p.set_defaults(run=worker)
     p = commands.add_parser("smtpd", help="the SMTP intake listener")
     p.add_argument("--host", help="address to listen on (default: TRELLIS_SMTPD_HOST)")

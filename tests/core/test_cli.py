@@ -88,7 +88,19 @@ def test_a_worker_runs_the_task_queue_and_the_timer_sweep():
     assert commands == [["manage", "db_worker"], ["manage", "sweep", "--loop"]]
 
 
-@pytest.mark.parametrize("argv", [[], ["nonsense"], ["web", "--workers", "many"]])
+def test_a_worker_runs_as_many_sweep_loops_as_asked(monkeypatch):
+    assert cli.build_parser().parse_args(["worker"]).sweepers == 1
+    args = cli.build_parser().parse_args(["worker", "--sweepers", "2"])
+    commands = [command[3:] for command in cli._worker_commands(args.sweepers)]
+    assert commands == [["manage", "db_worker"], *[["manage", "sweep", "--loop"]] * 2]
+    monkeypatch.setenv("TRELLIS_SWEEPERS", "3")
+    assert cli.build_parser().parse_args(["worker"]).sweepers == 3
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["nonsense"], ["web", "--workers", "many"], ["worker", "--sweepers", "0"]],
+)
 def test_bad_arguments_are_refused_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)

@@ -2,6 +2,10 @@
 
 Apps register a function that finds due rows (by an indexed due time), fires them and marks them
 done in one transaction, so two sweeps at once, or a sweep killed half-way, fire nothing twice.
+
+Every loop starts its passes on the interval's boundaries of the clock (every 30 seconds: at :00
+and :30), so the loops of all workers, on any machine, sweep at the same moments and share what
+fell due between them: each takes the rows no other holds (``SKIP LOCKED``).
 """
 
 import logging
@@ -32,8 +36,13 @@ def sweep_once() -> dict[str, int]:
     return fired
 
 
+def seconds_to_next_pass(now: float, interval: float) -> float:
+    """From ``now`` (seconds since the epoch) to the next boundary of ``interval``."""
+    return interval - now % interval
+
+
 def sweep_forever(interval: float) -> None:
     while True:
         close_old_connections()
         sweep_once()
-        time.sleep(interval)
+        time.sleep(seconds_to_next_pass(time.time(), interval))

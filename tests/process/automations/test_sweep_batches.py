@@ -2,6 +2,7 @@
 batch at once, and a record on which it fails fails alone."""
 
 import datetime as dt
+import threading
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
@@ -17,6 +18,7 @@ from trellis.process.models import Notification, Task
 from trellis.process.pipelines.models import AlertTimer
 
 from ... import factories
+from ...concurrency import OwnConnections
 from .conftest import rule
 
 # The day after the deals' close date, 2026-03-13 (a Friday), at 09:00 in Seoul.
@@ -168,6 +170,44 @@ def test_the_tasks_of_a_batch_bring_each_deals_alerts_in_line(time_machine):
         )
     )
     assert watched == {d.pk for d in records}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_sweeps_at_once_fire_each_timer_once(time_machine):
+    # Two workers' sweep loops start their passes at the same moment and share the due
+    # timers, a batch at a time: each timer fires once, by one of them.
+    time_machine.move_to(dt.datetime(2026, 3, 3, 1, 0, tzinfo=dt.UTC), tick=False)
+    admin = factories.user(Role.ADMIN, username="race-admin")
+    owner = factories.user(Role.SALES, username="race-owner", team=admin.team)
+    account = factories.account(owner)
+    past_close_rule(
+        admin,
+        [
+            {"kind": "create_task", "title": "Call about {{ name }}", "due_in_hours": 8},
+            {"kind": "set_fields", "values": {"description": "'Past its close date'"}},
+        ],
+    )
+    records = [
+        factories.opportunity(
+            owner, account=account.pk, name=f"Deal {n}", expected_close_date="2026-03-13"
+        )
+        for n in range(12)
+    ]
+    time_machine.move_to(DUE, tick=False)
+    start = threading.Barrier(2, timeout=30)
+
+    def sweep_now():
+        start.wait()
+        return fire_due_timers(limit=2)
+
+    fired = OwnConnections().run(sweep_now, sweep_now)
+    assert all(isinstance(n, int) for n in fired), fired
+    assert sum(fired) == 12, fired
+    assert OwnConnections().run(sweep_now, sweep_now) == [0, 0]
+    assert sorted(outcomes(records).values()) == [("fired", "")] * 12
+    calls = Task.objects.filter(title__startswith="Call about")
+    assert sorted(calls.values_list("thread__object_id", flat=True)) == [d.pk for d in records]
+    assert set(Opportunity.objects.values_list("description", flat=True)) == {"Past its close date"}
 
 
 def test_a_time_rule_may_write_to_the_customer(people, account, events, clock):
