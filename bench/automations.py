@@ -45,6 +45,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import resource
@@ -154,6 +155,57 @@ class Meter:
             "load_average_before": self.load_before,
             "load_average_after": self.load_after,
         }
+
+
+def sweep_in_processes(processes: int) -> dict:
+    """``fire_due_timers()`` in ``processes`` processes at once, as that many ``trellis
+    worker`` processes sweep one database: wall time from the start signal until the last one
+    is done, and the CPU of all of them and of their PostgreSQL backends."""
+    from django.db import connection
+
+    from trellis.process.automations import engine
+
+    connection.close()  # each process opens its own
+    context = multiprocessing.get_context("fork")
+    go, results = context.Event(), context.Queue()
+
+    def sweep() -> None:
+        pid = _backend_pid()
+        cpu, pg = _own_cpu(), _backend_cpu(pid)
+        results.put("ready")
+        go.wait()
+        fired = engine.fire_due_timers()
+        results.put((fired, _own_cpu() - cpu, _backend_cpu(pid) - pg))
+
+    workers = [context.Process(target=sweep) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    for _ in workers:
+        assert results.get() == "ready"
+    load_before = _load()
+    started = time.perf_counter()
+    go.set()
+    done = [results.get() for _ in workers]
+    seconds = time.perf_counter() - started
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0, worker.exitcode
+    fired = sum(d[0] for d in done)
+    client, pg = sum(d[1] for d in done), sum(d[2] for d in done)
+    return {
+        "timers": fired,
+        "processes": processes,
+        "fired_by_each": [d[0] for d in done],
+        "seconds": round(seconds, 3),
+        "timers_per_second": round(fired / seconds, 1),
+        "cpu_ms_per_timer": {
+            "client": round(1000 * client / fired, 2),
+            "postgresql": round(1000 * pg / fired, 2),
+            "total": round(1000 * (client + pg) / fired, 2),
+        },
+        "load_average_before": load_before,
+        "load_average_after": _load(),
+    }
 
 
 class Statements:
@@ -1060,8 +1112,23 @@ def sweep_part(args: argparse.Namespace) -> dict:
             flush=True,
         )
 
+        def outcome(due: int) -> dict:
+            """What a sweep of ``due`` timers left: timers still due, runs, tasks."""
+            return {
+                "due": due,
+                "left_due": RuleTimer.objects.filter(due_at__lte=moment).count(),
+                "runs": dict(
+                    RuleRun.objects.filter(rule_id__in=rule_ids)
+                    .values_list("outcome")
+                    .annotate(n=Count("pk"))
+                ),
+                "tasks_created": Thread.objects.filter(
+                    created_at__gte=moment - dt.timedelta(hours=1)
+                ).count(),
+            }
+
         # 10,000 due.
-        runs = []
+        runs, runs_together = [], []
         for n in range(args.runs + 1):
             profiled = n == args.runs
             due = reset(due=True, which=profiled_set if profiled else due_set)
@@ -1077,17 +1144,10 @@ def sweep_part(args: argparse.Namespace) -> dict:
                 if profile:
                     profile.disable()
             figures = meter.figures(fired, "timers")
-            figures["due"] = due
-            figures["left_due"] = RuleTimer.objects.filter(due_at__lte=moment).count()
-            figures["runs"] = dict(
-                RuleRun.objects.filter(rule_id__in=rule_ids)
-                .values_list("outcome")
-                .annotate(n=Count("pk"))
-            )
-            figures["tasks_created"] = Thread.objects.filter(
-                created_at__gte=moment - dt.timedelta(hours=1)
-            ).count()
+            figures.update(outcome(due))
             if profile:
+                if args.profile_out:
+                    profile.dump_stats(args.profile_out)
                 result["profile"] = {
                     "timers": fired,
                     "profiled_seconds": round(meter.seconds, 2),
@@ -1096,6 +1156,17 @@ def sweep_part(args: argparse.Namespace) -> dict:
             else:
                 runs.append(figures)
                 print(f"  {figures['seconds']} s", file=sys.stderr, flush=True)
+                # The same due set swept by several processes at once, in turn with one.
+                if args.sweepers > 1:
+                    due = reset(due=True)
+                    together = sweep_in_processes(args.sweepers)
+                    together.update(outcome(due))
+                    runs_together.append(together)
+                    print(
+                        f"  {together['seconds']} s in {args.sweepers} processes",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         # Statements by kind over a smaller due set: one batch of the sweep.
         reset(due=True)
         sql(
@@ -1118,6 +1189,16 @@ def sweep_part(args: argparse.Namespace) -> dict:
         },
         "runs": runs,
     }
+    if runs_together:
+        result["due_in_processes"] = {
+            "processes": args.sweepers,
+            "median_seconds": statistics.median(r["seconds"] for r in runs_together),
+            "median_cpu_ms_per_timer": {
+                key: statistics.median(r["cpu_ms_per_timer"][key] for r in runs_together)
+                for key in ("client", "postgresql", "total")
+            },
+            "runs": runs_together,
+        }
     result["database"] = _database_facts()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('process_ruletimer'))")
@@ -1138,11 +1219,20 @@ def main() -> None:
         help="deals of the sweep database; five timers each",
     )
     parser.add_argument("--idle-calls", type=int, default=20)
+    parser.add_argument(
+        "--sweepers",
+        type=int,
+        default=2,
+        help="also sweep the due set in this many processes at once (1: only one process)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-events", action="store_true")
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--fresh", action="store_true", help="drop and rebuild the databases")
     parser.add_argument("--part", choices=("events", "sweep"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--profile-out", help="also write the sweep's full profile here, for pstats"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "automations.json"))
     args = parser.parse_args()
     if args.part:
