@@ -92,7 +92,8 @@ def _smtpd_command(host: str | None = None, port: int | None = None) -> list[str
 
 
 def _serve_commands(bind: str) -> list[list[str]]:
-    return [_gunicorn(bind, 2, 4), *_worker_commands(), _smtpd_command()]
+    # SQLite lets one writer in at a time: a second sweep loop would only wait.
+    return [_gunicorn(bind, 2, 4), *_worker_commands(sweepers=1), _smtpd_command()]
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -157,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sweepers",
         type=_positive,
-        default=os.environ.get("TRELLIS_SWEEPERS", "1"),
-        help="sweep loops that share the due work (PostgreSQL; SQLite lets one writer in)",
+        default=os.environ.get("TRELLIS_SWEEPERS", "2"),
+        help="sweep loops that share the due work (default 2; on SQLite, which lets one "
+        "writer in at a time, 1 is enough)",
     )
     p.set_defaults(run=worker)
     p = commands.add_parser("smtpd", help="the SMTP intake listener")
