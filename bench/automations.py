@@ -33,8 +33,10 @@ when no timer is due; the due set is the 10,000 timers with ``(object_id + rule_
 in the past. Each run: reset (the due set's runs, tasks and descriptions removed, ``due_at``
 set again, the emptied tables vacuumed; not timed), then ``fire_due_timers()`` until nothing
 is due. The time rules' timers are planned by the bench itself, as the queued task that saving
-a rule starts would. With nothing due: the median of
-``--idle-calls`` calls. Median of ``--runs`` runs; one more run under cProfile.
+a rule starts would. In turn with each run, the same due set is swept by ``--sweepers``
+processes at once (2; forked, warm), as the sweep loops of a worker sweep it. With nothing due:
+the median of ``--idle-calls`` calls. Median of ``--runs`` runs; one more run under cProfile
+(``--profile-out`` keeps it for pstats).
 
 Prints JSON (also written to ``--out``). Only 127.0.0.1 is contacted. Each part runs in a
 process of its own, from a copy of ``src/trellis`` taken at the start
