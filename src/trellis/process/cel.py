@@ -78,7 +78,12 @@ def holds(source: str, context: dict[str, Any]) -> bool:
 
 def fields_of(model: type[models.Model]) -> set[str]:
     """The names a condition may read on a record of ``model``."""
-    return {_name(field) for field in model._meta.concrete_fields}
+    return set(fields_by_name(model))
+
+
+def fields_by_name(model: type[models.Model]) -> dict[str, models.Field]:
+    """The fields of ``model`` by the names conditions read them under (``account_id``)."""
+    return {_name(field): field for field in model._meta.concrete_fields}
 
 
 def context(record: models.Model) -> dict[str, Any]:

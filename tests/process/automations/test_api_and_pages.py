@@ -12,6 +12,7 @@ from trellis.core.models import Role
 from trellis.crm import services as crm
 from trellis.process.automations import services
 from trellis.process.automations.models import HoldPlacement, Rule, RuleRun
+from trellis.process.pipelines.models import Stage
 
 from ... import factories
 from ...api.conftest import assert_problem, token_client
@@ -293,6 +294,100 @@ def test_a_dry_run_writes_nothing(people, account, events):
         "sample",
     )
     assert_problem(admin.post("automations/dry-run", {"object_type": "planet"}), 422, "object_type")
+    assert _row_counts() == before
+
+
+def test_a_dry_run_on_changes_judges_them_as_the_update_would_be(people, account, events):
+    admin = token_client(people["admin"])
+    newly_big = rule(
+        people["admin"],
+        name="Newly big",
+        condition="amount > 5000.0",
+        actions=[{"kind": "set_fields", "values": {"description": "'Big: ' + name"}}],
+    )
+    likely = rule(
+        people["admin"],
+        name="Likely",
+        trigger="field_changed",
+        trigger_params={"field": "probability", "to": 90},
+        actions=[{"kind": "create_task", "title": "Close {{ name }}"}],
+    )
+    with events():
+        small = deal(people, account, name="Small", probability=20)
+        big = deal(people, account, name="Big", amount=Decimal(9000), probability=20)
+    later = Stage.objects.filter(pipeline=small.stage.pipeline).order_by("order")[1]
+    rule(
+        people["admin"],
+        name="Entered",
+        trigger="stage_entered",
+        trigger_params={"stage": later.pk},
+        actions=[{"kind": "create_task", "title": "Prepare {{ name }}"}],
+    )
+    before = _row_counts()
+
+    def tried(changes, *records):
+        answer = admin.post(
+            "automations/dry-run",
+            {
+                "object_type": "opportunity",
+                "record_ids": [r.pk for r in records],
+                "changes": changes,
+            },
+        )
+        assert answer.status_code == 200, answer.content
+        return {
+            r["id"]: (r["changes"], {v["name"]: (v["triggered"], v["fires"]) for v in r["rules"]})
+            for r in answer.json()
+        }
+
+    # The small deal newly meets the condition; the big one met it already, and an amount it
+    # already has changes nothing, so nothing is triggered.
+    got = tried({"amount": "9000"}, small, big)
+    assert got[small.pk] == (
+        {"amount": [1000.0, 9000.0]},
+        {"Newly big": (True, True), "Likely": (False, False), "Entered": (False, False)},
+    )
+    assert got[big.pk] == (
+        {},
+        {"Newly big": (False, False), "Likely": (False, False), "Entered": (False, False)},
+    )
+    assert tried({"amount": 9500}, big)[big.pk][1]["Newly big"] == (True, False)
+    # A "field changed" trigger with a "to" value fires on that value only.
+    assert tried({"probability": 90}, small)[small.pk][1] == {
+        "Newly big": (True, False),
+        "Likely": (True, True),
+        "Entered": (False, False),
+    }
+    assert tried({"probability": 50}, small)[small.pk][1]["Likely"] == (True, False)
+    # A new stage is judged as a move to it, which is no "updated" event.
+    assert tried({"stage_id": later.pk}, small)[small.pk][1] == {
+        "Newly big": (False, False),
+        "Likely": (False, False),
+        "Entered": (True, True),
+    }
+
+    page = _browser(people["admin"]).get(
+        "/automations/dry-run/",
+        {"rule": newly_big.pk, "record_id": small.pk, "changes": "amount = 9000"},
+    )
+    assert page.status_code == 200
+    assert "Big: Small" in page.content.decode()
+    page = _browser(people["admin"], "ko").get(
+        "/automations/dry-run/", {"rule": likely.pk, "record_id": big.pk, "changes": "amount 5"}
+    )
+    assert page.status_code == 422
+    assert "1번째 줄" in page.content.decode()
+
+    bad = admin.post(
+        "automations/dry-run",
+        {"object_type": "opportunity", "changes": {"planet": 1, "amount": "lots", "name": None}},
+    )
+    assert_problem(bad, 422, "changes.planet", "changes.amount", "changes.name")
+    assert_problem(
+        admin.post("automations/dry-run", {"object_type": "opportunity", "changes": {}}),
+        422,
+        "changes",
+    )
     assert _row_counts() == before
 
 

@@ -107,6 +107,13 @@ class DryRunIn(Input):
         description="Try a definition without saving it (the fields of a rule; `object_type` "
         "may be left out). Its faults are named `rule.<field>`.",
     )
+    changes: dict[str, Any] | None = Field(
+        None,
+        description="Try the rules on an update of each record by these new values (field → "
+        'value, fields named as conditions name them: `{"amount": 60000000, "stage_id": 4}`), '
+        "judged as a real update: the trigger's field, its from and to values, and “only when "
+        "newly met”. Faults are named `changes.<field>`.",
+    )
 
 
 class HoldIn(Input):
@@ -198,7 +205,13 @@ class DryRunActionOut(Output):
 class DryRunVerdictOut(Output):
     rule: int | None = Field(description="The rule's id; null for a definition not saved.")
     name: str
-    fires: bool = Field(description="Whether its condition holds for the record now.")
+    triggered: bool | None = Field(
+        None, description="With `changes`: whether the update they make is the rule's trigger."
+    )
+    fires: bool = Field(
+        description="Whether it would fire: its condition holds for the record now, or, with "
+        "`changes`, the update triggers it and it meets the condition as the engine judges it."
+    )
     actions: list[DryRunActionOut]
     error: str | None = None
 
@@ -206,6 +219,9 @@ class DryRunVerdictOut(Output):
 class DryRunRecordOut(Output):
     id: int
     label: str
+    changes: dict[str, list[Any]] | None = Field(
+        None, description="With `changes`: the fields the update changes, field → [now, after]."
+    )
     rules: list[DryRunVerdictOut]
 
 
@@ -456,10 +472,11 @@ def list_runs(request: HttpRequest, id: Id, params: Query[RuleRunParams]) -> Htt
     response=list[DryRunRecordOut],
     operation_id="dry_run_automation_rules",
     summary="Try rules without writing",
-    description="For each record, which rules would fire if their trigger happened now, and "
-    "what they would change. Tries `rule_id`, or the definition in `rule` without saving it, "
-    "or every enabled rule of `object_type`; on `record_ids`, or on a `sample` of the newest "
-    "records you may see. Nothing is written.",
+    description="For each record, which rules would fire if their trigger happened now, or, "
+    "with `changes`, on the record's update by them, and what they would change. Tries "
+    "`rule_id`, or the definition in `rule` without saving it, or every enabled rule of "
+    "`object_type`; on `record_ids`, or on a `sample` of the newest records you may see. "
+    "Nothing is written.",
 )
 def dry_run(request: HttpRequest, payload: DryRunIn) -> HttpResponse:
     results = queries.dry_run(
@@ -469,6 +486,7 @@ def dry_run(request: HttpRequest, payload: DryRunIn) -> HttpResponse:
         sample=payload.sample,
         rule_id=payload.rule_id,
         rule=payload.rule,
+        changes=payload.changes,
     )
     return json_response(results)
 

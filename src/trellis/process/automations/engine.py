@@ -8,9 +8,10 @@ completed actions wrote stays. Each action commits on its own.
 """
 
 import contextlib
+import copy
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -901,26 +902,42 @@ def _fire(timers: list[Any]) -> None:
 # Trying rules without writing.
 
 
-def dry_run(rules: Iterable[Rule], records: Iterable[models.Model]) -> list[dict[str, Any]]:
-    """For each record, which rules would fire if their trigger happened now, and what they
-    would change. Nothing is written."""
+def dry_run(
+    rules: Iterable[Rule],
+    records: Iterable[models.Model],
+    changes: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """For each record, which rules would fire and what they would change. Without
+    ``changes``, if their trigger happened now. With ``changes`` (model values by the names
+    conditions read), on the record's update by them, judged as a real update is: the
+    trigger's field, its from and to values, and "only when newly met". Nothing is written."""
     rules = list(rules)
     results = []
     for record in records:
         subject = subjects.get(registry.for_model(type(record)).key)
-        context = subject.context(record)
+        result: dict[str, Any] = {"id": record.pk, "label": str(record)}
+        if changes is None:
+            context, event = subject.context(record), None
+        else:
+            record, context, event = _updated(subject, record, changes)
+            result["changes"] = {
+                name: [event.before[name], context.get(name)] for name in sorted(event.changed)
+            }
         verdicts = []
         for rule in rules:
             verdict: dict[str, Any] = {"rule": rule.pk, "name": rule.name}
+            if event is not None:
+                verdict["triggered"] = rule.trigger in event.kinds and _params_match(rule, event)
             try:
-                verdict["fires"] = (
+                fires = verdict.get("triggered", True) and (
                     not rule.condition
                     or cel.compile_condition(rule.condition).execute(context) is True
                 )
+                if fires and event is not None:
+                    fires = _condition_met(rule, context, event)
+                verdict["fires"] = fires
                 verdict["actions"] = (
-                    [_preview(rule, a, record, context) for a in rule.actions]
-                    if verdict["fires"]
-                    else []
+                    [_preview(rule, a, record, context) for a in rule.actions] if fires else []
                 )
             except (
                 cel.ConditionError,
@@ -931,8 +948,39 @@ def dry_run(rules: Iterable[Rule], records: Iterable[models.Model]) -> list[dict
             ) as exc:
                 verdict.update(fires=False, actions=[], error=str(exc))
             verdicts.append(verdict)
-        results.append({"id": record.pk, "label": str(record), "rules": verdicts})
+        result["rules"] = verdicts
+        results.append(result)
     return results
+
+
+def _updated(
+    subject: subjects.Subject, record: models.Model, changes: Mapping[str, Any]
+) -> tuple[models.Model, dict[str, Any], Event]:
+    """A copy of ``record`` with ``changes`` applied, not saved, its context, and the update
+    event saving it would make. An update that changes nothing makes no event: this one's
+    ``changed`` is then empty, and it triggers nothing."""
+    fields = cel.fields_by_name(type(record))
+    before = subject.context(record)
+    changed = copy.copy(record)
+    for name, value in changes.items():
+        setattr(changed, fields[name].attname, value)
+    after = subject.context(changed)
+    names = frozenset(name for name in changes if after.get(name) != before.get(name))
+    kinds: tuple[str, ...] = ("updated", "field_changed") if names - {"stage_id"} else ()
+    params = {}
+    if "stage_id" in names:  # a move, as ``<type>.stage_changed`` makes it
+        kinds += ("stage_entered", "stage_left")
+        params = {"from": before["stage_id"], "to": after["stage_id"]}
+    event = Event(
+        f"{subject.object_type}.updated",
+        subject,
+        record.pk,
+        kinds,
+        names,
+        before={name: before.get(name) for name in names},
+        params=params,
+    )
+    return changed, after, event
 
 
 def _preview(rule: Rule, action: dict, record: models.Model, context: dict) -> dict[str, Any]:

@@ -292,7 +292,8 @@ class HoldForm(_PathErrorsForm):
 
 
 class TryForm(forms.Form):
-    """A dry run from the rule's page: one record, or a sample of the newest."""
+    """A dry run from the rule's page: one record, or a sample of the newest; as they are, or
+    on their update by the changes given."""
 
     record_id = forms.IntegerField(
         label=_("Record number"),
@@ -300,6 +301,29 @@ class TryForm(forms.Form):
         min_value=1,
         help_text=_("Leave empty to try the 10 newest records you may see."),
     )
+    changes = forms.CharField(
+        label=_("On an update that changes"),
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "amount = 60000000"}),
+        help_text=_(
+            "Optional. One field per line, as conditions name it: field = new value. The rule "
+            "is then tried on the update these changes would make."
+        ),
+    )
+
+    def clean_changes(self) -> dict[str, str] | None:
+        changes = {}
+        for number, line in enumerate(self.cleaned_data["changes"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, equals, value = line.partition("=")
+            if not equals or not name.strip():
+                raise forms.ValidationError(
+                    _("Line %(n)d: write field = new value.") % {"n": number}
+                )
+            changes[name.strip()] = value.strip()
+        return changes or None
 
 
 class ReleaseForm(forms.Form):

@@ -4,10 +4,12 @@ may see records of their kind; a hold's queue by whoever may edit them, and it l
 records the reader may see."""
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -19,6 +21,7 @@ from trellis.core.models import User
 from trellis.core.paging import Page, paginate
 from trellis.core.visibility import can, visible
 
+from .. import cel
 from . import definitions, engine, subjects
 from .models import Hold, HoldPlacement, Rule, RuleRun
 
@@ -265,10 +268,13 @@ def dry_run(
     sample: int | None = None,
     rule_id: int | None = None,
     rule: dict[str, Any] | None = None,
+    changes: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """What ``engine.dry_run`` says for the chosen records (or a sample of the newest) and
-    the chosen rule, a definition not saved yet, or every enabled rule of the kind. Faults
-    are reported under their path (``record_ids.1``, ``rule.actions.0.values.amount``)."""
+    the chosen rule, a definition not saved yet, or every enabled rule of the kind; with
+    ``changes`` (values by field name, as conditions name them), on each record's update by
+    them. Faults are reported under their path (``record_ids.1``,
+    ``rule.actions.0.values.amount``, ``changes.amount``)."""
     subject = subjects.find(object_type)
     if subject is None:
         raise ValidationFailed(
@@ -296,13 +302,39 @@ def dry_run(
         ]
     else:
         records = sample_records(user, subject.object_type, sample or DEFAULT_SAMPLE)
+    values = _tried_changes(subject, changes, errors) if changes is not None else None
     if errors:
         raise ValidationFailed(errors)
     # The engine's preview writes nothing; the savepoint rolled back makes sure of it.
     with transaction.atomic():
-        results = engine.dry_run(chosen, records)
+        results = engine.dry_run(chosen, records, values)
         transaction.set_rollback(True)
     return results
+
+
+def _tried_changes(
+    subject: subjects.Subject, changes: Mapping[str, Any], errors: dict[str, list[str]]
+) -> dict[str, Any]:
+    """The changes of a dry run as the model's values, each checked as its field checks it."""
+    fields = cel.fields_by_name(subject.model)
+    if not changes:
+        errors["changes"] = [_("Give at least one field and its new value.")]
+    values = {}
+    for name, value in changes.items():
+        model_field = fields.get(name)
+        if model_field is None or model_field.primary_key:
+            errors[f"changes.{name}"] = [_("No such field.")]
+            continue
+        if value == "" and not model_field.empty_strings_allowed:
+            value = None  # an empty box on the form
+        if value is None and not model_field.null:
+            errors[f"changes.{name}"] = [_("This field cannot be empty.")]
+            continue
+        try:
+            values[name] = model_field.to_python(value)
+        except ValidationError as exc:
+            errors[f"changes.{name}"] = list(exc.messages)
+    return values
 
 
 def _rules_to_try(

@@ -198,9 +198,15 @@ def dry_run(request: HttpRequest) -> HttpResponse:
             rule.object_type,
             record_ids=[record_id] if record_id else None,
             rule_id=rule.pk,
+            changes=form.cleaned_data.get("changes"),
         )
-    except errors.ValidationFailed:
-        form.add_error("record_id", _("No such record."))
+    except errors.ValidationFailed as refused:
+        for key, messages in refused.errors.items():
+            if key.startswith("changes"):
+                name = key.partition(".")[2]
+                form.add_error("changes", [f"{name}: {m}" if name else m for m in messages])
+            else:
+                form.add_error("record_id", _("No such record."))
         return _detail_page(request, rule, form, status=422)
     for result in results:
         result["url"] = _record_url(rule.object_type, result["id"])
