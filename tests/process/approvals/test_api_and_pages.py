@@ -8,7 +8,12 @@ from django.test import Client
 
 from trellis.core.models import User
 from trellis.process.approvals import services
-from trellis.process.approvals.models import ApprovalAssignment, ApprovalEvent, ApprovalRequest
+from trellis.process.approvals.models import (
+    ApprovalAssignment,
+    ApprovalEvent,
+    ApprovalProcess,
+    ApprovalRequest,
+)
 
 from ...api.conftest import assert_problem, token_client
 from ...concurrency import OwnConnections
@@ -109,8 +114,8 @@ def test_delegation_through_the_api(people):
     assert api.delete(f"approvals/delegations/{made.json()['id']}").status_code == 204
 
 
-def _browser(user) -> Client:
-    client = Client()
+def _browser(user, language: str = "en") -> Client:
+    client = Client(headers={"Accept-Language": language})
     client.force_login(user)
     return client
 
@@ -144,6 +149,24 @@ def test_the_record_panel_the_inbox_and_deciding_from_the_inbox(people):
     assert _browser(p["boss"]).get("/approvals/processes/").status_code == 404
 
 
+def _step_data(index: int, **values) -> dict:
+    """A step of the definition page's form, as the browser posts it."""
+    fields = {"when_false": "skip", "rule": "first", "escalation": "none", "on_reject": "end"}
+    return {f"steps-{index}-{key}": value for key, value in {**fields, **values}.items()}
+
+
+def _steps(*steps: dict, initial: int = 0) -> dict:
+    data = {
+        "steps-TOTAL_FORMS": len(steps),
+        "steps-INITIAL_FORMS": initial,
+        "steps-MIN_NUM_FORMS": 0,
+        "steps-MAX_NUM_FORMS": 20,
+    }
+    for values in steps:
+        data.update(values)
+    return data
+
+
 def test_an_admin_defines_a_process_on_the_page(people):
     admin = _browser(people["admin"])
     data = {
@@ -153,16 +176,80 @@ def test_an_admin_defines_a_process_on_the_page(people):
         "owner_id": people["admin"].pk,
         "is_active": "on",
         "entry_condition": "amount > ",
-        "steps": "[]",
         "actions": "{}",
     }
-    refused = admin.post("/approvals/processes/new/", data)
+    # The blank step the page offers, left blank: no step at all.
+    refused = admin.post("/approvals/processes/new/", {**data, **_steps(_step_data(0))})
     assert refused.status_code == 422
-    assert "Give at least one step." in refused.content.decode()
-    data.update(
-        entry_condition="amount > 1.0", steps='[{"name": "M", "approvers": [{"kind": "manager"}]}]'
+    page = refused.content.decode()
+    assert "Give at least one step." in page and "does not compile" in page
+
+    # Two steps: each one's mistakes next to its own fields, nothing saved.
+    data["entry_condition"] = "amount > 1.0"
+    two = _steps(
+        _step_data(0, name="Manager", manager="on", **{"ORDER": 1}),
+        _step_data(
+            1,
+            name="Finance",
+            roles=["planet"],
+            timeout_hours=4,
+            remind_before_hours=6,
+            on_reject="back",
+            **{"ORDER": 2},
+        ),
     )
-    assert admin.post("/approvals/processes/new/", data).status_code == 302
+    refused = admin.post("/approvals/processes/new/", {**data, **two})
+    assert refused.status_code == 422
+    page = refused.content.decode()
+    assert "Select a valid choice. planet" in page
+    assert not ApprovalProcess.objects.filter(code="page-made").exists()
+    two["steps-1-roles"] = ["manager"]
+    refused = admin.post("/approvals/processes/new/", {**data, **two})
+    assert "give fewer hours than the timeout" in refused.content.decode()
+
+    two.update({"steps-1-remind_before_hours": 2, "steps-1-escalation": "manager"})
+    assert admin.post("/approvals/processes/new/", {**data, **two}).status_code == 302
+    process = ApprovalProcess.objects.get(code="page-made")
+    steps = services.current_version(process).steps
+    assert [(s["name"], s["approvers"], s["on_reject"]) for s in steps] == [
+        ("Manager", [{"kind": "manager"}], "end"),
+        ("Finance", [{"kind": "role", "role": "manager"}], "back"),
+    ]
+    assert (steps[1]["timeout_hours"], steps[1]["remind_before_hours"]) == (4, 2)
+
+    # The page shows the saved steps; swapping their order and removing one publishes anew.
+    edit = admin.get(f"/approvals/processes/{process.pk}/")
+    page = edit.content.decode()
+    assert 'value="Manager"' in page and 'value="Finance"' in page
+    edited = {
+        **data,
+        "version": process.version,
+        **_steps(
+            _step_data(0, name="Manager", manager="on", ORDER=2, DELETE="on"),
+            _step_data(
+                1,
+                name="Finance",
+                roles=["manager"],
+                users=[people["admin"].pk],
+                rule="n_of_m",
+                required=1,
+                ORDER=1,
+            ),
+            initial=2,
+        ),
+    }
+    answer = admin.post(f"/approvals/processes/{process.pk}/", edited)
+    assert answer.status_code == 302
+    process.refresh_from_db()
+    [finance] = services.current_version(process).steps
+    assert finance["name"] == "Finance" and finance["rule"] == "n_of_m"
+    assert finance["approvers"] == [
+        {"kind": "user", "user_id": people["admin"].pk},
+        {"kind": "role", "role": "manager"},
+    ]
+    # In Korean, the page names its parts in Korean.
+    korean = _browser(people["admin"], "ko").get(f"/approvals/processes/{process.pk}/")
+    assert "단계 1" in korean.content.decode()
 
 
 def test_exception_cancel_and_unlock_on_the_page(people):

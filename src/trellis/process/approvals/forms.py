@@ -9,10 +9,11 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from trellis.core.forms import ServiceForm
-from trellis.core.models import SYSTEM_USERNAME, User
+from trellis.core.models import SYSTEM_USERNAME, Role, User
 
 from . import subjects
 from .models import ApprovalProcess, ApprovalRequest, ExceptionRequest
+from .services import MAX_STEPS, current_version
 
 
 class ExceptionForm(forms.Form):
@@ -94,7 +95,8 @@ def _json(value: Any) -> str:
 
 
 class ProcessForm(ServiceForm):
-    """A process's fields; its steps and actions are written as JSON (see the admin guide)."""
+    """A process's fields but its steps (``StepForms``); its actions are written as JSON (see
+    the approvals guide)."""
 
     id_prefix = "process"
 
@@ -118,9 +120,6 @@ class ProcessForm(ServiceForm):
     editable_fields = forms.CharField(
         label=_("Fields editable while locked"), required=False, help_text=_("Comma-separated.")
     )
-    steps = forms.CharField(
-        label=_("Steps (JSON)"), widget=forms.Textarea(attrs={"rows": 14}), initial="[]"
-    )
     actions = forms.CharField(
         label=_("Actions (JSON)"),
         required=False,
@@ -131,8 +130,6 @@ class ProcessForm(ServiceForm):
 
     def __init__(self, *args: Any, process: ApprovalProcess | None = None, **kwargs: Any) -> None:
         if process is not None and not args and "data" not in kwargs:
-            from .services import current_version
-
             definition = current_version(process)
             kwargs["initial"] = {
                 "object_type": process.object_type,
@@ -144,7 +141,6 @@ class ProcessForm(ServiceForm):
                 "entry_condition": definition.entry_condition,
                 "material_fields": ", ".join(definition.material_fields),
                 "editable_fields": ", ".join(definition.editable_fields),
-                "steps": _json(definition.steps),
                 "actions": _json(definition.actions),
                 "version": process.version,
             }
@@ -154,10 +150,12 @@ class ProcessForm(ServiceForm):
         )
         self.fields["owner_id"].queryset = _people()
         if process is not None:
+            # Fixed once created: shown, never taken from the request.
             self.fields["object_type"].disabled = True
+            self.fields["object_type"].initial = process.object_type
 
     def _parsed(self, name: str, kind: type) -> Any:
-        text = self.cleaned_data.get(name) or ("[]" if kind is list else "{}")
+        text = self.cleaned_data.get(name) or "{}"
         try:
             value = json.loads(text)
         except ValueError as exc:
@@ -165,9 +163,6 @@ class ProcessForm(ServiceForm):
                 _("This is not valid JSON: %(error)s") % {"error": exc}
             ) from None
         return value
-
-    def clean_steps(self) -> Any:
-        return self._parsed("steps", list)
 
     def clean_actions(self) -> Any:
         return self._parsed("actions", dict)
@@ -179,3 +174,173 @@ class ProcessForm(ServiceForm):
         for key in ("material_fields", "editable_fields"):
             data[key] = [n.strip() for n in data[key].split(",") if n.strip()]
         return data
+
+
+# A step's values that its form takes as they are.
+_STEP_VALUES = (
+    "name",
+    "condition",
+    "when_false",
+    "rule",
+    "timeout_hours",
+    "remind_before_hours",
+    "escalation",
+    "on_reject",
+)
+
+
+class StepForm(forms.Form):
+    """One step of a process, in the shape ``services.save_process`` takes: its approvers
+    are gathered from the boxes of each kind. The service checks the rest. Each choice starts
+    on its first option, as a browser posts an untouched select, so that the blank step the
+    page offers counts as unchanged."""
+
+    name = forms.CharField(label=_("Step name"), max_length=100)
+    condition = forms.CharField(
+        label=_("Step condition"),
+        required=False,
+        max_length=2000,
+        help_text=_("CEL over the record's fields; empty for always."),
+    )
+    when_false = forms.ChoiceField(
+        initial="skip",
+        label=_("When the condition is false"),
+        choices=[
+            ("skip", _("skip the step")),
+            ("approve", _("count the step as approved")),
+            ("reject", _("reject the request")),
+        ],
+    )
+    users = forms.TypedMultipleChoiceField(
+        label=_("Approvers by name"), required=False, coerce=int, choices=()
+    )
+    roles = forms.MultipleChoiceField(label=_("Approvers by role"), required=False, choices=())
+    manager = forms.BooleanField(label=_("The submitter's manager"), required=False)
+    managers_manager = forms.BooleanField(label=_("The manager's manager"), required=False)
+    user_fields = forms.CharField(
+        label=_("The users the record's fields name"),
+        required=False,
+        help_text=_("Comma-separated, e.g. owner."),
+    )
+    rule = forms.ChoiceField(
+        initial="first",
+        label=_("Decision rule"),
+        choices=[
+            ("first", _("the first response decides")),
+            ("all", _("all must approve")),
+            ("n_of_m", _("N of the approvers must approve")),
+        ],
+    )
+    required = forms.IntegerField(label=_("N, for “N of”"), required=False, min_value=1)
+    timeout_hours = forms.IntegerField(
+        label=_("Timeout in business hours"), required=False, min_value=1
+    )
+    remind_before_hours = forms.IntegerField(
+        label=_("Reminder, hours before the timeout"), required=False, min_value=1
+    )
+    escalation = forms.ChoiceField(
+        initial="none",
+        label=_("When the timeout passes"),
+        choices=[
+            ("none", _("nothing")),
+            ("manager", _("escalate to the approver's manager")),
+            ("user", _("escalate to a named user")),
+            ("approve", _("approve automatically")),
+            ("reject", _("reject automatically")),
+        ],
+    )
+    escalate_to = forms.TypedChoiceField(
+        label=_("Escalate to"), required=False, coerce=int, empty_value=None, choices=()
+    )
+    on_reject = forms.ChoiceField(
+        initial="end",
+        label=_("On rejection"),
+        choices=[("end", _("end the request")), ("back", _("send it back to the previous step"))],
+    )
+
+    def __init__(self, *args: Any, people: list[tuple[int, str]], roles: list, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fields["users"].choices = people
+        self.fields["escalate_to"].choices = [("", "—"), *people]
+        self.fields["roles"].choices = roles
+
+    @staticmethod
+    def initial_of(step: dict[str, Any]) -> dict[str, Any]:
+        """A saved step as the form's initial values."""
+        approvers = step.get("approvers", [])
+        kinds = {a["kind"] for a in approvers}
+        return {
+            **{key: step.get(key) for key in _STEP_VALUES},
+            "escalate_to": step.get("escalate_to"),
+            "required": step.get("required") if step.get("rule") == "n_of_m" else None,
+            "users": [a["user_id"] for a in approvers if a["kind"] == "user"],
+            "roles": [a["role"] for a in approvers if a["kind"] == "role"],
+            "manager": "manager" in kinds,
+            "managers_manager": "managers_manager" in kinds,
+            "user_fields": ", ".join(a["field"] for a in approvers if a["kind"] == "field"),
+        }
+
+    def step(self) -> dict[str, Any]:
+        """The step as the service takes it."""
+        data = self.cleaned_data
+        approvers = [
+            *({"kind": "user", "user_id": pk} for pk in data["users"]),
+            *({"kind": "role", "role": code} for code in data["roles"]),
+            *({"kind": kind} for kind in ("manager", "managers_manager") if data[kind]),
+            *(
+                {"kind": "field", "field": name.strip()}
+                for name in data["user_fields"].split(",")
+                if name.strip()
+            ),
+        ]
+        step = {key: data[key] for key in _STEP_VALUES}
+        step["approvers"] = approvers
+        if data["rule"] == "n_of_m":
+            step["required"] = data["required"]
+        if data["escalation"] == "user":
+            step["escalate_to"] = data["escalate_to"]
+        return step
+
+
+_BaseSteps = forms.formset_factory(
+    StepForm,
+    extra=1,
+    can_order=True,
+    can_delete=True,
+    max_num=MAX_STEPS,
+    absolute_max=MAX_STEPS + 1,
+)
+
+
+class StepForms(_BaseSteps):
+    """The steps of a process, in order: the saved ones and one more, blank, to add. A step
+    is removed by ticking its Delete box and moved by its Order number."""
+
+    def __init__(self, *args: Any, steps: list[dict[str, Any]] | None = None, **kwargs: Any):
+        people = [(u.pk, u.get_full_name() or u.username) for u in _people()]
+        roles = list(Role.objects.order_by("code").values_list("code", "name"))
+        if steps is not None and not args and "data" not in kwargs:
+            kwargs["initial"] = [StepForm.initial_of(step) for step in steps]
+        kwargs.setdefault("prefix", "steps")
+        kwargs["form_kwargs"] = {"people": people, "roles": roles}
+        super().__init__(*args, **kwargs)
+
+    def steps(self) -> list[dict[str, Any]]:
+        """The kept steps, in their order, as the service takes them."""
+        return [form.step() for form in self.ordered_forms]
+
+    def add_service_errors(self, errors: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Put the service's ``steps.<n>.…`` errors on the step forms, in the order
+        ``steps()`` gave them; return the other errors."""
+        kept = list(self.ordered_forms)
+        rest = {}
+        for key, messages in errors.items():
+            index, _dot, field = key.removeprefix("steps.").partition(".")
+            if not key.startswith("steps.") or not index.isdigit() or int(index) >= len(kept):
+                rest[key] = messages
+                continue
+            form = kept[int(index)]
+            name = field.partition(".")[0]
+            for message in messages:
+                form.add_error(name if name in form.fields else None, str(message))
+        return rest

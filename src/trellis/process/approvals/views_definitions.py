@@ -46,14 +46,17 @@ def process_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             raise Http404
     if request.method != "POST":
         form = forms.ProcessForm(process=process)
-        return _page(request, form, process)
+        saved_steps = services.current_version(process).steps if process else []
+        return _page(request, form, forms.StepForms(steps=saved_steps), process)
     form = forms.ProcessForm(request.POST, process=process)
+    steps = forms.StepForms(request.POST)
     conflict = False
-    if form.is_valid():
+    # Both checked, so that every mistake shows at once.
+    if all([form.is_valid(), steps.is_valid()]):
         try:
             saved = services.save_process(
                 request.user,
-                form.service_data(),
+                {**form.service_data(), "steps": steps.steps()},
                 pk=pk,
                 version=form.cleaned_data.get("version"),
             )
@@ -64,7 +67,7 @@ def process_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
                 _("Someone else published a new version meanwhile. Review it and save again."),
             )
         except errors.ValidationFailed as exc:
-            form.add_service_errors(exc.errors)
+            form.add_service_errors(steps.add_service_errors(exc.errors))
         else:
             messages.success(
                 request,
@@ -72,19 +75,20 @@ def process_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
                 % {"n": saved.version, "name": saved},
             )
             return redirect("approvals:process-list")
-    return _page(request, form, process, status=409 if conflict else 422)
+    return _page(request, form, steps, process, status=409 if conflict else 422)
 
 
 def _page(
     request: HttpRequest,
     form: forms.ProcessForm,
+    steps: forms.StepForms,
     process: ApprovalProcess | None,
     status: int = 200,
 ) -> HttpResponse:
     return render(
         request,
         "approvals/process_form.html",
-        {"form": form, "process": process, "fields": cel_fields.by_type()},
+        {"form": form, "steps": steps, "process": process, "fields": cel_fields.by_type()},
         status=status,
     )
 
