@@ -115,6 +115,15 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def cpu_ms_per(count: int, client: float, pg: float) -> dict:
+    """CPU seconds of the clients and of PostgreSQL as milliseconds per item."""
+    return {
+        "client": round(1000 * client / count, 2),
+        "postgresql": round(1000 * pg / count, 2),
+        "total": round(1000 * (client + pg) / count, 2),
+    }
+
+
 class Meter:
     """Wall time, statements, and CPU of the client and its backend over a block."""
 
@@ -149,11 +158,7 @@ class Meter:
             "seconds": round(self.seconds, 3),
             f"{unit}_per_second": round(count / self.seconds, 1),
             f"statements_per_{unit[:-1]}": round(self.statements / count, 1),
-            f"cpu_ms_per_{unit[:-1]}": {
-                "client": round(1000 * self.client_cpu / count, 2),
-                "postgresql": round(1000 * self.pg_cpu / count, 2),
-                "total": round(1000 * (self.client_cpu + self.pg_cpu) / count, 2),
-            },
+            f"cpu_ms_per_{unit[:-1]}": cpu_ms_per(count, self.client_cpu, self.pg_cpu),
             "load_average_before": self.load_before,
             "load_average_after": self.load_after,
         }
@@ -200,11 +205,7 @@ def sweep_in_processes(processes: int) -> dict:
         "fired_by_each": [d[0] for d in done],
         "seconds": round(seconds, 3),
         "timers_per_second": round(fired / seconds, 1),
-        "cpu_ms_per_timer": {
-            "client": round(1000 * client / fired, 2),
-            "postgresql": round(1000 * pg / fired, 2),
-            "total": round(1000 * (client + pg) / fired, 2),
-        },
+        "cpu_ms_per_timer": cpu_ms_per(fired, client, pg),
         "load_average_before": load_before,
         "load_average_after": _load(),
     }
