@@ -14,6 +14,7 @@ from trellis.process.approvals.models import (
     ApprovalProcess,
     ApprovalRequest,
 )
+from trellis.process.pipelines.models import Stage
 
 from ...api.conftest import assert_problem, token_client
 from ...concurrency import OwnConnections
@@ -221,6 +222,9 @@ def test_an_admin_defines_a_process_on_the_page(people):
     edit = admin.get(f"/approvals/processes/{process.pk}/")
     page = edit.content.decode()
     assert 'value="Manager"' in page and 'value="Finance"' in page
+    # Beside the form, the stages a "stage" action may name, with their numbers.
+    stage = Stage.objects.filter(pipeline__object_type="opportunity", is_active=True).first()
+    assert f"{stage.pk} {stage.label}" in page
     edited = {
         **data,
         "version": process.version,

@@ -12,6 +12,7 @@ from trellis.mail.models import OutboundMessage
 from trellis.process.approvals import queries, services
 from trellis.process.approvals.models import (
     ApprovalAssignment,
+    ApprovalEvent,
     ApprovalProcess,
     ApprovalProcessVersion,
     ApprovalRequest,
@@ -253,6 +254,33 @@ def test_actions_run_on_approval_and_a_failing_one_is_recorded(people):
     assert fresh(request).status == "approved"
 
 
+def test_a_decision_moves_the_record_to_the_stage_the_process_names(people):
+    from trellis.process.pipelines.models import Stage
+
+    p = people
+    opportunity = deal(p["seller"])
+    stages = list(Stage.objects.filter(pipeline=opportunity.stage.pipeline).order_by("order"))
+    proposal, lost = stages[2], next(s for s in stages if s.kind == "lost")
+    define(
+        p["admin"],
+        actions={
+            "approve": [{"kind": "stage", "stage": proposal.pk}],
+            "reject": [{"kind": "stage", "stage": lost.pk}],
+        },
+    )
+    request = services.submit(p["seller"], "opportunity", opportunity.pk)
+    services.approve(p["boss"], request.pk)
+    assert Opportunity.objects.get(pk=opportunity.pk).stage_id == proposal.pk
+    moved = ApprovalEvent.objects.filter(request=request, kind="action").get()
+    assert moved.data["done"] == proposal.label
+
+    other = deal(p["seller"])
+    request = services.submit(p["seller"], "opportunity", other.pk)
+    services.reject(p["boss"], request.pk, comment="Too risky")
+    assert Opportunity.objects.get(pk=other.pk).stage_id == lost.pk
+    assert Opportunity.objects.get(pk=other.pk).status == "lost"
+
+
 def test_publishing_a_change_makes_a_new_version_running_requests_keep_theirs(people):
     p = people
     process = define(p["admin"])
@@ -288,6 +316,8 @@ def test_publishing_a_change_makes_a_new_version_running_requests_keep_theirs(pe
         ({"steps": [step(escalation="approve")]}, "steps.0.escalation"),
         ({"steps": [step(rule="n_of_m")]}, "steps.0.required"),
         ({"material_fields": ["nope"]}, "material_fields"),
+        ({"actions": {"approve": [{"kind": "stage", "stage": 999999}]}}, "actions.approve.0.stage"),
+        ({"actions": {"recall": [{"kind": "stage"}]}}, "actions.recall.0.stage"),
         ({"object_type": "product"}, "object_type"),
     ],
 )

@@ -57,7 +57,8 @@ class ProcessIn(Input):
     actions: dict[str, list[dict[str, Any]]] | None = Field(
         None,
         description="`approve`, `reject`, `recall`: lists of `{kind: set_fields, values}`, "
-        "`{kind: email, to, subject, body}`, `{kind: task, title, assignee, due_in_hours}`.",
+        "`{kind: email, to, subject, body}`, `{kind: task, title, assignee, due_in_hours}`, "
+        "`{kind: stage, stage}` (the id of a stage of a pipeline of the same kind of record).",
     )
 
 

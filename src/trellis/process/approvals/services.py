@@ -36,6 +36,7 @@ from trellis.mail import outbound
 
 from .. import cel, notify
 from .. import services as tasks
+from ..pipelines.models import Stage
 from . import reports, subjects
 from .models import (
     ApprovalAssignment,
@@ -58,7 +59,7 @@ WHEN_FALSE = ("skip", "approve", "reject")
 ESCALATIONS = ("none", "manager", "user", "approve", "reject")
 ON_REJECT = ("end", "back")
 APPROVER_KINDS = ("user", "role", "manager", "managers_manager", "field")
-ACTION_KINDS = ("set_fields", "email", "task")
+ACTION_KINDS = ("set_fields", "email", "task", "stage")
 ACTION_MOMENTS = ("approve", "reject", "recall")
 MAX_STEPS = 20
 MAX_HOURS = 24 * 365
@@ -456,14 +457,18 @@ def _checked_actions(
             errors[f"actions.{moment}"] = [_("Give a list of actions.")]
             continue
         checked[moment] = [
-            _checked_action(item, f"actions.{moment}.{i}.", names, errors)
+            _checked_action(item, f"actions.{moment}.{i}.", subject, names, errors)
             for i, item in enumerate(items)
         ]
     return checked
 
 
 def _checked_action(
-    item: Any, prefix: str, names: set[str], errors: dict[str, list[str]]
+    item: Any,
+    prefix: str,
+    subject: subjects.Subject,
+    names: set[str],
+    errors: dict[str, list[str]],
 ) -> dict[str, Any]:
     if not isinstance(item, Mapping) or item.get("kind") not in ACTION_KINDS:
         errors[prefix + "kind"] = [
@@ -475,6 +480,7 @@ def _checked_action(
         "set_fields": {"kind", "values"},
         "email": {"kind", "to", "subject", "body"},
         "task": {"kind", "title", "assignee", "due_in_hours"},
+        "stage": {"kind", "stage"},
     }[kind]
     for key in set(item) - allowed:
         errors[prefix + str(key)] = [_("Unknown field.")]
@@ -489,6 +495,13 @@ def _checked_action(
                 _("Unknown field: %(names)s.") % {"names": ", ".join(map(str, unknown))}
             ]
         return {"kind": kind, "values": dict(values)}
+    if kind == "stage":
+        stage = _stage_of(item.get("stage"), subject.object_type)
+        if stage is None:
+            errors[prefix + "stage"] = [
+                _("Give the id of a stage in use in a pipeline of this kind of record.")
+            ]
+        return {"kind": kind, "stage": stage.pk if stage else None}
     if kind == "email":
         to = item.get("to") or "submitter"
         if to not in ("submitter", "owner") and not (isinstance(to, str) and "@" in to):
@@ -507,6 +520,18 @@ def _checked_action(
         assignee = user.pk if user else None
     due = _hours(item, "due_in_hours", prefix, errors)
     return {"kind": kind, "title": title, "assignee": assignee, "due_in_hours": due}
+
+
+def _stage_of(value: Any, object_type: str) -> Stage | None:
+    try:
+        pk = int(value)
+    except (TypeError, ValueError):
+        return None
+    if not 0 < pk < 2**63:
+        return None
+    return Stage.objects.filter(
+        pk=pk, is_active=True, pipeline__object_type=object_type, pipeline__is_active=True
+    ).first()
 
 
 # Reading what a request is about.
@@ -642,6 +667,15 @@ _finish_hooks: list[FinishHook] = []
 def on_finish(hook: FinishHook) -> None:
     if hook not in _finish_hooks:
         _finish_hooks.append(hook)
+
+
+# How a "stage" action moves a record: the pipelines app, which stands on this module, says.
+StageMove = Callable[[User, models.Model, int], str]
+_stage_moves: list[StageMove] = []
+
+
+def moves_to_stages(move: StageMove) -> None:
+    _stage_moves[:] = [move]
 
 
 def submit(
@@ -1315,6 +1349,12 @@ def _run_action(
         with engine_writing():
             subject.update(robot, record.pk, action["values"], record.version)
         return ", ".join(sorted(action["values"]))
+    if kind == "stage":
+        if not _stage_moves:
+            raise ValidationFailed({"stage": [_("Records cannot be moved between stages.")]})
+        record.refresh_from_db()
+        with engine_writing():
+            return _stage_moves[0](robot, record, action["stage"])
     if kind == "email":
         to = action["to"]
         if to == "submitter":

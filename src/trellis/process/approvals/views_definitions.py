@@ -88,7 +88,13 @@ def _page(
     return render(
         request,
         "approvals/process_form.html",
-        {"form": form, "steps": steps, "process": process, "fields": cel_fields.by_type()},
+        {
+            "form": form,
+            "steps": steps,
+            "process": process,
+            "fields": cel_fields.by_type(),
+            "stages": cel_fields.stages_by_pipeline(),
+        },
         status=status,
     )
 

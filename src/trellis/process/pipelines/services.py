@@ -21,7 +21,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from trellis.core import audit, clock, events, records
+from trellis.core import audit, clock, events, records, registry
 from trellis.core.errors import (
     Conflict,
     NotFound,
@@ -355,7 +355,25 @@ def _approval_finished(
     gated.save(update_fields=["change"])
 
 
+def _move_decided(actor: User, record: models.Model, stage_id: int) -> str:
+    """An approval process's "move to a stage" action: the move, through its gates, with any
+    warning confirmed (the process's definition chose the stage); what was done, in words."""
+    moved = move(
+        actor,
+        registry.for_model(type(record)).key,
+        record.pk,
+        stage_id,
+        version=record.version,
+        confirm=True,
+    )
+    stage = Stage.objects.get(pk=stage_id).label
+    if moved.gated is not None:
+        return _("%(stage)s, once approved") % {"stage": stage}
+    return stage
+
+
 approvals.on_finish(_approval_finished)
+approvals.moves_to_stages(_move_decided)
 
 
 def _enter(
