@@ -1,4 +1,5 @@
-"""An administrator defines an approval process step by step on its page, then adds a step."""
+"""An administrator defines an approval process step by step on its page, then adds a step and
+an action."""
 
 import re
 
@@ -49,6 +50,15 @@ def test_an_admin_defines_the_steps_of_a_process_in_their_blocks(
     second.get_by_label("Step name").fill("Director")
     second.get_by_label("The manager's manager").check()
     second.get_by_label("On rejection").select_option("back")
+    # An action block shows the boxes of the kind chosen, and only those.
+    action = page.locator("fieldset.action-form", has_text="Action 1")
+    expect(action.get_by_label("Fields and their values")).to_be_visible()
+    expect(action.get_by_label("Subject")).to_be_hidden()
+    page.select_option("#id_actions-0-kind", "email")
+    expect(action.get_by_label("Fields and their values")).to_be_hidden()
+    page.select_option("#id_actions-0-moment", "reject")
+    action.get_by_label("To").fill("submitter")
+    action.get_by_label("Subject").fill("Not approved")
     page.get_by_role("button", name="Publish").click()
     expect(page.locator(".messages")).to_contain_text("Version 2")
 
@@ -58,3 +68,7 @@ def test_an_admin_defines_the_steps_of_a_process_in_their_blocks(
         ("Director", [{"kind": "managers_manager"}], "back"),
     ]
     assert (steps[0]["timeout_hours"], steps[0]["remind_before_hours"]) == (8, 2)
+    actions = services.current_version(ApprovalProcess.objects.get()).actions
+    assert actions["reject"] == [
+        {"kind": "email", "to": "submitter", "subject": "Not approved", "body": ""}
+    ]

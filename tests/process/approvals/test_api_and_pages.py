@@ -156,16 +156,26 @@ def _step_data(index: int, **values) -> dict:
     return {f"steps-{index}-{key}": value for key, value in {**fields, **values}.items()}
 
 
-def _steps(*steps: dict, initial: int = 0) -> dict:
+def _action_data(index: int, **values) -> dict:
+    """An action of the definition page's form, as the browser posts it."""
+    fields = {"moment": "approve", "kind": "set_fields", "assignee": "submitter", "stage": ""}
+    return {f"actions-{index}-{key}": value for key, value in {**fields, **values}.items()}
+
+
+def _blocks(prefix: str, *blocks: dict, initial: int = 0) -> dict:
     data = {
-        "steps-TOTAL_FORMS": len(steps),
-        "steps-INITIAL_FORMS": initial,
-        "steps-MIN_NUM_FORMS": 0,
-        "steps-MAX_NUM_FORMS": 20,
+        f"{prefix}-TOTAL_FORMS": len(blocks),
+        f"{prefix}-INITIAL_FORMS": initial,
+        f"{prefix}-MIN_NUM_FORMS": 0,
+        f"{prefix}-MAX_NUM_FORMS": 20,
     }
-    for values in steps:
+    for values in blocks:
         data.update(values)
     return data
+
+
+def _steps(*steps: dict, initial: int = 0) -> dict:
+    return _blocks("steps", *steps, initial=initial)
 
 
 def test_an_admin_defines_a_process_on_the_page(people):
@@ -177,7 +187,7 @@ def test_an_admin_defines_a_process_on_the_page(people):
         "owner_id": people["admin"].pk,
         "is_active": "on",
         "entry_condition": "amount > ",
-        "actions": "{}",
+        **_blocks("actions", _action_data(0)),
     }
     # The blank step the page offers, left blank: no step at all.
     refused = admin.post("/approvals/processes/new/", {**data, **_steps(_step_data(0))})
@@ -251,6 +261,39 @@ def test_an_admin_defines_a_process_on_the_page(people):
         {"kind": "user", "user_id": people["admin"].pk},
         {"kind": "role", "role": "manager"},
     ]
+    # Actions in blocks too: an e-mail without a subject is refused in its own block.
+    stage = Stage.objects.filter(pipeline=deal(people["seller"]).stage.pipeline).last()
+    with_actions = {
+        **data,
+        "version": process.version,
+        **_steps(_step_data(0, name="Finance", roles=["manager"]), initial=1),
+        **_blocks(
+            "actions",
+            _action_data(0, kind="set_fields", values="probability = 90"),
+            _action_data(1, moment="reject", kind="email", to="submitter", body="Sorry"),
+            _action_data(2, moment="approve", kind="stage", stage=stage.pk),
+            _action_data(3),
+        ),
+    }
+    refused = admin.post(f"/approvals/processes/{process.pk}/", with_actions)
+    assert refused.status_code == 422
+    assert "Give a subject." in refused.content.decode()
+    with_actions["actions-1-subject"] = "Not this time"
+    assert admin.post(f"/approvals/processes/{process.pk}/", with_actions).status_code == 302
+    process.refresh_from_db()
+    assert services.current_version(process).actions == {
+        "approve": [
+            {"kind": "set_fields", "values": {"probability": "90"}},
+            {"kind": "stage", "stage": stage.pk},
+        ],
+        "reject": [
+            {"kind": "email", "to": "submitter", "subject": "Not this time", "body": "Sorry"}
+        ],
+        "recall": [],
+    }
+    page = admin.get(f"/approvals/processes/{process.pk}/").content.decode()
+    assert "probability = 90" in page and 'value="Not this time"' in page
+
     # In Korean, the page names its parts in Korean.
     korean = _browser(people["admin"], "ko").get(f"/approvals/processes/{process.pk}/")
     assert "단계 1" in korean.content.decode()

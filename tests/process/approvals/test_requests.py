@@ -236,7 +236,8 @@ def test_actions_run_on_approval_and_a_failing_one_is_recorded(people):
         p["admin"],
         actions={
             "approve": [
-                {"kind": "set_fields", "values": {"probability": 90}},
+                # As the definition page sends it: the value as typed.
+                {"kind": "set_fields", "values": {"probability": "90"}},
                 {"kind": "email", "to": "submitter", "subject": "Approved", "body": "Go"},
                 {"kind": "task", "title": "Send the contract", "assignee": "owner"},
                 {"kind": "set_fields", "values": {"probability": 900}},

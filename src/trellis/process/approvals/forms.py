@@ -2,7 +2,7 @@
 ``services`` take, and the errors the services report come back onto their fields."""
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
@@ -11,9 +11,9 @@ from django.utils.translation import pgettext_lazy
 from trellis.core.forms import ServiceForm
 from trellis.core.models import SYSTEM_USERNAME, Role, User
 
-from . import subjects
+from . import cel_fields, subjects
 from .models import ApprovalProcess, ApprovalRequest, ExceptionRequest
-from .services import MAX_STEPS, current_version
+from .services import ACTION_MOMENTS, MAX_STEPS, current_version
 
 
 class ExceptionForm(forms.Form):
@@ -90,13 +90,8 @@ class DelegationForm(ServiceForm):
         return self.cleaned_data["delegate"].pk
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2)
-
-
 class ProcessForm(ServiceForm):
-    """A process's fields but its steps (``StepForms``); its actions are written as JSON (see
-    the approvals guide)."""
+    """A process's fields but its steps (``StepForms``) and actions (``ActionForms``)."""
 
     id_prefix = "process"
 
@@ -120,12 +115,6 @@ class ProcessForm(ServiceForm):
     editable_fields = forms.CharField(
         label=_("Fields editable while locked"), required=False, help_text=_("Comma-separated.")
     )
-    actions = forms.CharField(
-        label=_("Actions (JSON)"),
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 6}),
-        initial="{}",
-    )
     version = forms.IntegerField(widget=forms.HiddenInput, required=False)
 
     def __init__(self, *args: Any, process: ApprovalProcess | None = None, **kwargs: Any) -> None:
@@ -141,7 +130,6 @@ class ProcessForm(ServiceForm):
                 "entry_condition": definition.entry_condition,
                 "material_fields": ", ".join(definition.material_fields),
                 "editable_fields": ", ".join(definition.editable_fields),
-                "actions": _json(definition.actions),
                 "version": process.version,
             }
         super().__init__(*args, **kwargs)
@@ -153,19 +141,6 @@ class ProcessForm(ServiceForm):
             # Fixed once created: shown, never taken from the request.
             self.fields["object_type"].disabled = True
             self.fields["object_type"].initial = process.object_type
-
-    def _parsed(self, name: str, kind: type) -> Any:
-        text = self.cleaned_data.get(name) or "{}"
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise forms.ValidationError(
-                _("This is not valid JSON: %(error)s") % {"error": exc}
-            ) from None
-        return value
-
-    def clean_actions(self) -> Any:
-        return self._parsed("actions", dict)
 
     def service_data(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)
@@ -302,45 +277,202 @@ class StepForm(forms.Form):
         return step
 
 
-_BaseSteps = forms.formset_factory(
-    StepForm,
-    extra=1,
-    can_order=True,
-    can_delete=True,
-    max_num=MAX_STEPS,
-    absolute_max=MAX_STEPS + 1,
-)
+class _Blocks(forms.BaseFormSet):
+    """Blocks of one long form, in order: the saved ones and one more, blank, to add. A block
+    is removed by ticking its Delete box and moved by its Order number. The service's errors
+    come back onto the block they are about, by the path it reports them under."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["form_kwargs"] = {
+            "people": [(u.pk, u.get_full_name() or u.username) for u in _people()],
+            **kwargs.get("form_kwargs", {}),
+        }
+        super().__init__(*args, **kwargs)
+
+    def paths(self) -> dict[str, forms.Form]:
+        """Each kept block by the path the service names it with (``steps.0``)."""
+        raise NotImplementedError
+
+    def add_service_errors(self, errors: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Put the errors about blocks on them (on the field named next in the path, or on the
+        block as a whole); return the others."""
+        paths = self.paths()
+        rest = {}
+        for key, messages in errors.items():
+            path = next((p for p in paths if key == p or key.startswith(p + ".")), None)
+            if path is None:
+                rest[key] = messages
+                continue
+            form = paths[path]
+            name = key.removeprefix(path).lstrip(".").partition(".")[0]
+            for message in messages:
+                form.add_error(name if name in form.fields else None, str(message))
+        return rest
 
 
-class StepForms(_BaseSteps):
-    """The steps of a process, in order: the saved ones and one more, blank, to add. A step
-    is removed by ticking its Delete box and moved by its Order number."""
+def _blocks(form: type[forms.Form], base: type[_Blocks], most: int) -> Any:
+    return forms.formset_factory(
+        form,
+        formset=base,
+        extra=1,
+        can_order=True,
+        can_delete=True,
+        max_num=most,
+        absolute_max=most + 1,
+    )
 
+
+class _StepBlocks(_Blocks):
     def __init__(self, *args: Any, steps: list[dict[str, Any]] | None = None, **kwargs: Any):
-        people = [(u.pk, u.get_full_name() or u.username) for u in _people()]
-        roles = list(Role.objects.order_by("code").values_list("code", "name"))
         if steps is not None and not args and "data" not in kwargs:
             kwargs["initial"] = [StepForm.initial_of(step) for step in steps]
         kwargs.setdefault("prefix", "steps")
-        kwargs["form_kwargs"] = {"people": people, "roles": roles}
+        roles = list(Role.objects.order_by("code").values_list("code", "name"))
+        kwargs["form_kwargs"] = {"roles": roles}
         super().__init__(*args, **kwargs)
 
     def steps(self) -> list[dict[str, Any]]:
         """The kept steps, in their order, as the service takes them."""
         return [form.step() for form in self.ordered_forms]
 
-    def add_service_errors(self, errors: dict[str, list[str]]) -> dict[str, list[str]]:
-        """Put the service's ``steps.<n>.…`` errors on the step forms, in the order
-        ``steps()`` gave them; return the other errors."""
-        kept = list(self.ordered_forms)
-        rest = {}
-        for key, messages in errors.items():
-            index, _dot, field = key.removeprefix("steps.").partition(".")
-            if not key.startswith("steps.") or not index.isdigit() or int(index) >= len(kept):
-                rest[key] = messages
+    def paths(self) -> dict[str, forms.Form]:
+        return {f"steps.{index}": form for index, form in enumerate(self.ordered_forms)}
+
+
+StepForms = _blocks(StepForm, _StepBlocks, MAX_STEPS)
+
+
+class ActionForm(forms.Form):
+    """One action of a process, in the shape ``services.save_process`` takes. Only the boxes
+    of its kind are used; each choice starts on its first option, as for steps."""
+
+    moment = forms.ChoiceField(
+        initial="approve",
+        label=pgettext_lazy("the moment an approval action runs", "When"),
+        choices=[
+            ("approve", _("on approval")),
+            ("reject", _("on rejection")),
+            ("recall", _("on recall")),
+        ],
+    )
+    kind = forms.ChoiceField(
+        initial="set_fields",
+        label=_("Action"),
+        choices=[
+            ("set_fields", _("set fields")),
+            ("email", _("send an e-mail")),
+            ("task", _("create a task")),
+            ("stage", _("move to a stage")),
+        ],
+    )
+    values = forms.CharField(
+        label=_("Fields and their values"),
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "probability = 90"}),
+        help_text=_("One per line: field = value."),
+    )
+    to = forms.CharField(
+        label=_("To"),
+        required=False,
+        max_length=320,
+        help_text=_("submitter, owner, or an e-mail address."),
+    )
+    subject = forms.CharField(label=_("Subject"), required=False, max_length=200)
+    body = forms.CharField(
+        label=pgettext_lazy("the text of an e-mail", "Message"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+    title = forms.CharField(label=_("Task title"), required=False, max_length=200)
+    assignee = forms.ChoiceField(label=_("Assignee"), required=False, initial="submitter")
+    due_in_hours = forms.IntegerField(label=_("Due in business hours"), required=False, min_value=1)
+    stage = forms.TypedChoiceField(
+        label=_("Stage"), required=False, coerce=int, empty_value=None, choices=()
+    )
+
+    # The boxes each kind uses, besides "when" and "kind".
+    USES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "set_fields": ("values",),
+        "email": ("to", "subject", "body"),
+        "task": ("title", "assignee", "due_in_hours"),
+        "stage": ("stage",),
+    }
+
+    def __init__(self, *args: Any, people: list[tuple[int, str]], stages: list, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fields["assignee"].choices = [
+            ("submitter", _("the submitter")),
+            ("owner", _("the record's owner")),
+            *((str(pk), name) for pk, name in people),
+        ]
+        self.fields["stage"].choices = [("", "—"), *stages]
+
+    @classmethod
+    def initial_of(cls, moment: str, action: dict[str, Any]) -> dict[str, Any]:
+        """A saved action as the form's initial values."""
+        initial = {"moment": moment, **action}
+        if action["kind"] == "set_fields":
+            initial["values"] = "\n".join(f"{k} = {v}" for k, v in action["values"].items())
+        if action["kind"] == "task":
+            initial["assignee"] = str(action.get("assignee") or "submitter")
+        return initial
+
+    def clean_values(self) -> dict[str, str]:
+        values = {}
+        for number, line in enumerate(self.cleaned_data["values"].splitlines(), start=1):
+            if not line.strip():
                 continue
-            form = kept[int(index)]
-            name = field.partition(".")[0]
-            for message in messages:
-                form.add_error(name if name in form.fields else None, str(message))
-        return rest
+            name, equals, value = line.partition("=")
+            if not equals or not name.strip():
+                raise forms.ValidationError(_("Line %(n)d: write field = value.") % {"n": number})
+            values[name.strip()] = value.strip()
+        return values
+
+    def action(self) -> dict[str, Any]:
+        """The action as the service takes it."""
+        data = self.cleaned_data
+        action = {"kind": data["kind"], **{k: data[k] for k in self.USES[data["kind"]]}}
+        if data["kind"] == "task" and data["assignee"] not in ("submitter", "owner"):
+            action["assignee"] = int(data["assignee"])
+        return action
+
+
+class _ActionBlocks(_Blocks):
+    def __init__(self, *args: Any, actions: dict[str, list] | None = None, **kwargs: Any):
+        if actions is not None and not args and "data" not in kwargs:
+            kwargs["initial"] = [
+                ActionForm.initial_of(moment, action)
+                for moment in ACTION_MOMENTS
+                for action in actions.get(moment, [])
+            ]
+        kwargs.setdefault("prefix", "actions")
+        stages = [
+            (stage.pk, f"{object_type} · {pipeline} · {stage.label}")
+            for object_type, pipeline, in_use in cel_fields.stages_by_pipeline()
+            for stage in in_use
+        ]
+        kwargs["form_kwargs"] = {"stages": stages}
+        super().__init__(*args, **kwargs)
+
+    def _by_moment(self) -> dict[str, list[ActionForm]]:
+        kept: dict[str, list[ActionForm]] = {moment: [] for moment in ACTION_MOMENTS}
+        for form in self.ordered_forms:
+            kept[form.cleaned_data["moment"]].append(form)
+        return kept
+
+    def actions(self) -> dict[str, list[dict[str, Any]]]:
+        """The kept actions by moment, each list in their order, as the service takes them."""
+        return {moment: [f.action() for f in kept] for moment, kept in self._by_moment().items()}
+
+    def paths(self) -> dict[str, forms.Form]:
+        return {
+            f"actions.{moment}.{index}": form
+            for moment, kept in self._by_moment().items()
+            for index, form in enumerate(kept)
+        }
+
+
+# Blocks the page takes; the API takes as many actions as it is given.
+_MOST_ACTIONS = 30
+ActionForms = _blocks(ActionForm, _ActionBlocks, _MOST_ACTIONS)

@@ -46,17 +46,20 @@ def process_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             raise Http404
     if request.method != "POST":
         form = forms.ProcessForm(process=process)
-        saved_steps = services.current_version(process).steps if process else []
-        return _page(request, form, forms.StepForms(steps=saved_steps), process)
+        definition = services.current_version(process) if process else None
+        steps = forms.StepForms(steps=definition.steps if definition else [])
+        actions = forms.ActionForms(actions=definition.actions if definition else {})
+        return _page(request, form, steps, actions, process)
     form = forms.ProcessForm(request.POST, process=process)
     steps = forms.StepForms(request.POST)
+    actions = forms.ActionForms(request.POST)
     conflict = False
-    # Both checked, so that every mistake shows at once.
-    if all([form.is_valid(), steps.is_valid()]):
+    # All checked, so that every mistake shows at once.
+    if all([form.is_valid(), steps.is_valid(), actions.is_valid()]):
         try:
             saved = services.save_process(
                 request.user,
-                {**form.service_data(), "steps": steps.steps()},
+                {**form.service_data(), "steps": steps.steps(), "actions": actions.actions()},
                 pk=pk,
                 version=form.cleaned_data.get("version"),
             )
@@ -67,7 +70,9 @@ def process_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
                 _("Someone else published a new version meanwhile. Review it and save again."),
             )
         except errors.ValidationFailed as exc:
-            form.add_service_errors(steps.add_service_errors(exc.errors))
+            form.add_service_errors(
+                actions.add_service_errors(steps.add_service_errors(exc.errors))
+            )
         else:
             messages.success(
                 request,
@@ -75,13 +80,14 @@ def process_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
                 % {"n": saved.version, "name": saved},
             )
             return redirect("approvals:process-list")
-    return _page(request, form, steps, process, status=409 if conflict else 422)
+    return _page(request, form, steps, actions, process, status=409 if conflict else 422)
 
 
 def _page(
     request: HttpRequest,
     form: forms.ProcessForm,
     steps: forms.StepForms,
+    actions: forms.ActionForms,
     process: ApprovalProcess | None,
     status: int = 200,
 ) -> HttpResponse:
@@ -91,6 +97,7 @@ def _page(
         {
             "form": form,
             "steps": steps,
+            "actions": actions,
             "process": process,
             "fields": cel_fields.by_type(),
             "stages": cel_fields.stages_by_pipeline(),
