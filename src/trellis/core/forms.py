@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from django import forms
+from django.utils.translation import gettext as _
 
 
 class ServiceForm(forms.Form):
@@ -41,3 +42,16 @@ class ServiceForm(forms.Form):
             if name in self.fields and not self.fields[name].widget.is_hidden:
                 return name
         return None
+
+
+def field_values(text: str) -> dict[str, str]:
+    """Lines of ``field = value`` as typed in a box (blank lines skipped), by field name."""
+    values = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, equals, value = line.partition("=")
+        if not equals or not name.strip():
+            raise forms.ValidationError(_("Line %(n)d: write field = value.") % {"n": number})
+        values[name.strip()] = value.strip()
+    return values

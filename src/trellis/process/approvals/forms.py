@@ -8,7 +8,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
-from trellis.core.forms import ServiceForm
+from trellis.core.forms import ServiceForm, field_values
 from trellis.core.models import SYSTEM_USERNAME, Role, User
 
 from . import cel_fields, subjects
@@ -419,15 +419,7 @@ class ActionForm(forms.Form):
         return initial
 
     def clean_values(self) -> dict[str, str]:
-        values = {}
-        for number, line in enumerate(self.cleaned_data["values"].splitlines(), start=1):
-            if not line.strip():
-                continue
-            name, equals, value = line.partition("=")
-            if not equals or not name.strip():
-                raise forms.ValidationError(_("Line %(n)d: write field = value.") % {"n": number})
-            values[name.strip()] = value.strip()
-        return values
+        return field_values(self.cleaned_data["values"])
 
     def action(self) -> dict[str, Any]:
         """The action as the service takes it."""

@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from trellis.core.forms import ServiceForm
+from trellis.core.forms import ServiceForm, field_values
 
 from ..approvals.models import ApprovalProcess
 from ..models import Stage, TaskType
@@ -313,17 +313,7 @@ class TryForm(forms.Form):
     )
 
     def clean_changes(self) -> dict[str, str] | None:
-        changes = {}
-        for number, line in enumerate(self.cleaned_data["changes"].splitlines(), start=1):
-            if not line.strip():
-                continue
-            name, equals, value = line.partition("=")
-            if not equals or not name.strip():
-                raise forms.ValidationError(
-                    _("Line %(n)d: write field = new value.") % {"n": number}
-                )
-            changes[name.strip()] = value.strip()
-        return changes or None
+        return field_values(self.cleaned_data["changes"]) or None
 
 
 class ReleaseForm(forms.Form):
