@@ -407,3 +407,12 @@ def test_the_owner_sees_exceptions_to_decide_in_the_inbox(people):
     services.request_exception(p["seller"], request.pk, "unlock", "Wrong contact")
     page = _browser(p["director"]).get("/approvals/").content.decode()
     assert "Exception requests to decide" in page and "Wrong contact" in page
+
+
+def test_an_action_that_empties_a_field_shows_an_empty_value_not_none():
+    from trellis.process.approvals.forms import ActionForm
+
+    shown = ActionForm.initial_of(
+        "approve", {"kind": "set_fields", "values": {"next_step": None, "probability": 90}}
+    )
+    assert shown["values"] == "next_step = \nprobability = 90"

@@ -408,12 +408,14 @@ class ActionForm(forms.Form):
         ]
         self.fields["stage"].choices = [("", "—"), *stages]
 
-    @classmethod
-    def initial_of(cls, moment: str, action: dict[str, Any]) -> dict[str, Any]:
-        """A saved action as the form's initial values."""
+    @staticmethod
+    def initial_of(moment: str, action: dict[str, Any]) -> dict[str, Any]:
+        """A saved action as the form's initial values (a value of none as an empty one)."""
         initial = {"moment": moment, **action}
         if action["kind"] == "set_fields":
-            initial["values"] = "\n".join(f"{k} = {v}" for k, v in action["values"].items())
+            initial["values"] = "\n".join(
+                f"{k} = {'' if v is None else v}" for k, v in action["values"].items()
+            )
         if action["kind"] == "task":
             initial["assignee"] = str(action.get("assignee") or "submitter")
         return initial
