@@ -203,7 +203,7 @@ def update_many(
             .select_related(*related)
             .select_for_update(of=("self",))
             .filter(pk__in=[pk for pk, _data, _version in items])
-            .order_by("pk")  # locks taken in one order: two batches cannot deadlock
+            .order_by("pk")  # in one order: two calls on the same records do not deadlock
         }
         written: list[tuple[OwnedRecord, dict[str, list[Any]]]] = []
         for pk, data, version in items:

@@ -441,12 +441,14 @@ class _ActionBlocks(_Blocks):
                 for action in actions.get(moment, [])
             ]
         kwargs.setdefault("prefix", "actions")
-        stages = [
+        # Also what the page lists beside the form, for the API's "stage" actions.
+        self.stages = cel_fields.stages_by_pipeline()
+        choices = [
             (stage.pk, f"{object_type} · {pipeline} · {stage.label}")
-            for object_type, pipeline, in_use in cel_fields.stages_by_pipeline()
+            for object_type, pipeline, in_use in self.stages
             for stage in in_use
         ]
-        kwargs["form_kwargs"] = {"stages": stages}
+        kwargs["form_kwargs"] = {"stages": choices}
         super().__init__(*args, **kwargs)
 
     def _by_moment(self) -> dict[str, list[ActionForm]]:

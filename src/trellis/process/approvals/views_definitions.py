@@ -100,7 +100,7 @@ def _page(
             "actions": actions,
             "process": process,
             "fields": cel_fields.by_type(),
-            "stages": cel_fields.stages_by_pipeline(),
+            "stages": actions.stages,
         },
         status=status,
     )

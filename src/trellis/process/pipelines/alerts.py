@@ -966,7 +966,7 @@ def resync_many(
         records = list(
             subject.model._default_manager.select_for_update()
             .filter(pk__in=set(pks))
-            .order_by("pk")  # locks taken in one order: two batches cannot deadlock
+            .order_by("pk")  # in one order: two calls on the same records do not deadlock
         )
         pipeline_of = dict(
             Stage.objects.filter(
