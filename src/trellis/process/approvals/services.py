@@ -736,10 +736,11 @@ def _process_for(
     candidates = ApprovalProcess.objects.filter(object_type=subject.object_type, is_active=True)
     if _given(process_id):
         candidates = candidates.filter(pk=_int(process_id))
-        if not candidates.exists():
-            raise ValidationFailed({"process_id": [_("No such approval process.")]})
+    candidates = list(candidates.order_by("name", "pk"))
+    if _given(process_id) and not candidates:
+        raise ValidationFailed({"process_id": [_("No such approval process.")]})
     context = cel.context(record)
-    for process in candidates.order_by("name", "pk"):
+    for process in candidates:
         version = current_version(process)
         if not version.entry_condition or cel.holds(version.entry_condition, context):
             return process, version
@@ -789,7 +790,7 @@ def _start(
     )
     if started is not None:
         started(request)
-    _advance(request, record, from_step, actor, now)
+    _advance(request, record, from_step, actor, now, new=True)
     events.emit("approval.submitted", id=request.pk, actor_id=actor.pk)
     return request
 
@@ -800,9 +801,11 @@ def _advance(
     index: int,
     actor: User | None,
     now: dt.datetime,
+    *,
+    new: bool = False,
 ) -> None:
     """Start the step at ``index``, or the next one whose condition holds; finish the request
-    when no step is left."""
+    when no step is left. ``new``: the request was made in this transaction, at ``index``."""
     steps = request.process_version.steps
     context = cel.context(record) if record is not None else {}
     while index < len(steps):
@@ -827,8 +830,11 @@ def _advance(
                 return
             index += 1
             continue
-        request.step_index = index
-        _bump(request)
+        # A request made at this step in this transaction was saved with it, and nobody has
+        # seen its version yet.
+        if not (new and request.step_index == index):
+            request.step_index = index
+            _bump(request)
         run = _new_run(request, index, step, now)
         _plan_timers(run, step, now)
         run.save()
@@ -963,20 +969,19 @@ def _assign(
 
 def _delegates_of(users: list[User], now: dt.datetime) -> dict[int, User]:
     """Who stands in now for each of ``users`` who is away: the latest delegation started."""
-    found: dict[int, User] = {}
-    running = (
-        Delegation.objects.filter(
-            user__in=[u.pk for u in users],
-            starts_at__lte=now,
-            ends_at__gt=now,
-            delegate__is_active=True,
-        )
-        .select_related("delegate")
-        .order_by("-starts_at", "-pk")
-    )
-    for delegation in running:
-        found.setdefault(delegation.user_id, delegation.delegate)
-    return found
+    running = Delegation.objects.filter(
+        user__in=[u.pk for u in users],
+        starts_at__lte=now,
+        ends_at__gt=now,
+        delegate__is_active=True,
+    ).order_by("-starts_at", "-pk")
+    delegate_ids: dict[int, int] = {}
+    for user_id, delegate_id in running.values_list("user_id", "delegate_id"):
+        delegate_ids.setdefault(user_id, delegate_id)
+    if not delegate_ids:
+        return {}  # nobody is away: the common case costs one plain query
+    delegates = User.objects.in_bulk(set(delegate_ids.values()))
+    return {user_id: delegates[delegate_id] for user_id, delegate_id in delegate_ids.items()}
 
 
 # Telling people.
@@ -1156,7 +1161,7 @@ def _decide(
         )
         assignment.decided_at = now
         assignment.comment = comment
-        assignment.save()
+        assignment.save(update_fields=["status", "decided_at", "comment"])
         _event(
             request,
             Kind.STEP_APPROVED if approved else Kind.STEP_REJECTED,
@@ -1226,7 +1231,7 @@ def _close_step(run: ApprovalStepRun, status: str, now: dt.datetime, note: str =
     run.timer_at = None
     if note:
         run.note = note[:300]
-    run.save()
+    run.save(update_fields=["status", "finished_at", "timer_at", "note"])
     run.assignments.filter(status=ApprovalAssignment.Status.PENDING).update(
         status=ApprovalAssignment.Status.CLOSED
     )
@@ -1290,7 +1295,16 @@ def _finish(
     moment = {Status.APPROVED: "approve", Status.REJECTED: "reject", Status.RECALLED: "recall"}
     if run_actions and status in moment and record is not None:
         _run_actions(request, record, moment[status], now)
-    events.emit(f"approval.{status}", id=request.pk, actor_id=actor.pk if actor else None)
+    events.emit(
+        f"approval.{status}",
+        id=request.pk,
+        actor_id=actor.pk if actor else None,
+        # What a rule needs to know which record it is about, so that it need not read the
+        # request again.
+        content_type_id=request.content_type_id,
+        object_id=request.object_id,
+        process=request.process.code,
+    )
 
 
 # Actions on approval, rejection and recall.

@@ -33,7 +33,7 @@ from trellis.mail import outbound
 from .. import cel, notify
 from .. import services as tasks
 from ..approvals import services as approvals
-from ..approvals.models import ApprovalProcess, ApprovalRequest
+from ..approvals.models import ApprovalProcess
 from ..models import Task, TaskType
 from . import definitions, holds, subjects
 from .models import Hold, HoldPlacement, Rule, RuleRun, RuleTimer
@@ -127,17 +127,16 @@ def heard(name: str, payload: dict[str, Any]) -> None:
 
 def _event_of(name: str, payload: dict[str, Any]) -> Event | None:
     if name in ("approval.approved", "approval.rejected"):
-        request = ApprovalRequest.objects.select_related("process").filter(pk=payload["id"]).first()
-        subject = request and _subject_of_content_type(request.content_type_id)
+        subject = _subject_of_content_type(payload["content_type_id"])
         if not subject:
             return None
         status = name.rpartition(".")[2]
         return Event(
             name,
             subject,
-            request.object_id,
+            payload["object_id"],
             (f"approval_{status}",),
-            params={"process": request.process.code},
+            params={"process": payload["process"]},
         )
     if name == "task.completed":
         task = Task.objects.select_related("thread", "task_type").filter(pk=payload["id"]).first()
