@@ -551,7 +551,7 @@ def pending_request(record: models.Model) -> ApprovalRequest | None:
         ApprovalRequest.objects.filter(
             content_type=_content_type(record), object_id=record.pk, status=Status.PENDING
         )
-        .select_related("process", "process_version")
+        .select_related("process")
         .first()
     )
 
@@ -578,11 +578,14 @@ def _lock(actor: User, request_id: Any, *, check: bool = True) -> ApprovalReques
     found = (
         ApprovalRequest.objects.select_for_update(of=("self",))
         .filter(pk=pk)
-        .select_related("process", "process_version", "content_type")
+        .select_related("process", "process_version")
         .first()
         if 0 < pk < 2**63
         else None
     )
+    if found is not None:
+        # From the content types' cache rather than a join.
+        found.content_type = ContentType.objects.get_for_id(found.content_type_id)
     if found is None or (check and not queries.may_see(actor, found)):
         raise NotFound(_("No such approval request."))
     return found
