@@ -7,6 +7,7 @@ import pytest
 
 from tests import factories
 from trellis.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from trellis.core.models import Role
 from trellis.crm.models import Opportunity
 from trellis.mail.models import OutboundMessage
 from trellis.process.approvals import queries, services
@@ -16,6 +17,7 @@ from trellis.process.approvals.models import (
     ApprovalProcess,
     ApprovalProcessVersion,
     ApprovalRequest,
+    Delegation,
 )
 from trellis.process.models import Notification, Task
 
@@ -228,6 +230,42 @@ def test_a_delegate_decides_for_an_absent_approver(people, clock):
     services.approve(p["director"], request.pk)
     decided = next(e for e in queries.history_of(request) if e.kind == "step_approved")
     assert (decided.actor, decided.on_behalf_of) == (p["director"], p["boss"])
+
+
+@pytest.mark.parametrize("kind", ["user", "role", "manager"])
+def test_a_running_delegation_to_an_active_delegate_counts_for_every_kind_of_approver(people, kind):
+    p = people
+    boss, finance = p["boss"], p["finance"]
+    approver = {
+        "user": {"kind": "user", "user_id": boss.pk},
+        "role": {"kind": "role", "role": "manager"},  # the director, the boss and finance
+        "manager": {"kind": "manager"},
+    }[kind]
+    define(p["admin"], steps=[step("Step", approvers=[approver])])
+    day = dt.timedelta(days=1)
+    # The boss is away, to the admin; a delegation to finance ended yesterday. Finance is
+    # away too, but to someone whose account is closed, so finance keeps the step.
+    Delegation.objects.create(
+        user=boss, delegate=finance, starts_at=START - 3 * day, ends_at=START - day
+    )
+    services.set_delegation(boss, p["admin"].pk, START - day, START + day)
+    closed = factories.user(Role.MANAGER, username="closed", team=boss.team, is_active=False)
+    Delegation.objects.create(
+        user=finance, delegate=closed, starts_at=START - day, ends_at=START + day
+    )
+
+    request = services.submit(p["seller"], "opportunity", deal(p["seller"]).pk)
+
+    assigned = {
+        (a.user.username, a.on_behalf_of.username if a.on_behalf_of else None)
+        for a in ApprovalAssignment.objects.filter(request=request).select_related(
+            "user", "on_behalf_of"
+        )
+    }
+    expected = {("admin", "boss")}
+    if kind == "role":
+        expected |= {("director", None), ("finance", None)}
+    assert assigned == expected
 
 
 def test_actions_run_on_approval_and_a_failing_one_is_recorded(people):
