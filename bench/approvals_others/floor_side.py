@@ -25,8 +25,10 @@ one that finds nothing would read again and be refused.
 import argparse
 import sys
 
+import by_hand
 import driver
 import psycopg
+from by_hand import connect
 
 APPROVERS = ["approver-1", "approver-2", "approver-3"]
 SCHEMA = """
@@ -56,15 +58,6 @@ CREATE TABLE IF NOT EXISTS approval_decision (
     UNIQUE (request_id, step)
 );
 """
-
-connection: psycopg.Connection | None = None
-
-
-def connect(url: str) -> psycopg.Connection:
-    global connection
-    if connection is None or connection.closed:
-        connection = psycopg.connect(url, autocommit=True)
-    return connection
 
 
 def submit(db: psycopg.Connection, deal_id: int, submitter: str) -> int:
@@ -165,36 +158,8 @@ def main() -> None:
     )
     db = connect(args.database)
     db.execute(SCHEMA)
-    with db.transaction():
-        deals = [
-            row[0]
-            for row in db.execute(
-                "INSERT INTO deal (name, amount, owner) SELECT 'Deal ' || n, 80000000, 'seller'"
-                " FROM generate_series(1, %s) AS n RETURNING id",
-                [args.requests],
-            ).fetchall()
-        ]
-    db.execute("ANALYZE")
-
-    def drive(items: list[int]) -> None:
-        db = connect(args.database)
-        for deal_id in items:
-            request_id = start(db, deal_id, "seller")
-            for approver in APPROVERS:
-                status = decide_one(db, request_id, approver, True)
-            if status != "approved":
-                raise SystemExit(f"request {request_id} ended {status}")
-
-    def backend_pid() -> int:
-        return connect(args.database).info.backend_pid
-
-    def close() -> None:
-        global connection
-        if connection is not None:
-            connection.close()
-            connection = None
-
-    result = driver.run(drive, backend_pid, close, deals, args.clients)
+    deals = by_hand.make_deals(db, args.requests)
+    result = by_hand.run(args.database, deals, args.clients, start, decide_one, APPROVERS)
     result |= {
         "side": "floor_optimistic" if args.optimistic else "floor",
         # Locked: submit: SELECT deal FOR UPDATE, INSERT; each decision: SELECT FOR UPDATE,

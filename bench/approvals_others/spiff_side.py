@@ -19,8 +19,10 @@ import json
 import sys
 from pathlib import Path
 
+import by_hand
 import driver
 import psycopg
+from by_hand import connect
 from SpiffWorkflow import __version__ as spiff_version
 from SpiffWorkflow.bpmn import BpmnWorkflow
 from SpiffWorkflow.bpmn.parser import BpmnParser
@@ -59,17 +61,9 @@ CREATE INDEX IF NOT EXISTS approval_inbox
 """
 
 serializer = BpmnWorkflowSerializer()
-connection: psycopg.Connection | None = None
 spec = None
 spec_dict: dict = {}
 spec_id = 0
-
-
-def connect(url: str) -> psycopg.Connection:
-    global connection
-    if connection is None or connection.closed:
-        connection = psycopg.connect(url, autocommit=True)
-    return connection
 
 
 def load_spec(db: psycopg.Connection) -> None:
@@ -174,37 +168,8 @@ def main() -> None:
     db = connect(args.database)
     db.execute(SCHEMA)
     load_spec(db)
-    # The deals, made before the timing (as on the other sides).
-    with db.transaction():
-        deals = [
-            row[0]
-            for row in db.execute(
-                "INSERT INTO deal (name, amount, owner) SELECT 'Deal ' || n, 80000000, 'seller'"
-                " FROM generate_series(1, %s) AS n RETURNING id",
-                [args.requests],
-            ).fetchall()
-        ]
-    db.execute("ANALYZE")
-
-    def drive(items: list[int]) -> None:
-        db = connect(args.database)
-        for deal_id in items:
-            request_id = submit(db, deal_id, "seller")
-            for approver in APPROVERS:
-                status = decide(db, request_id, approver, True)
-            if status != "approved":
-                raise SystemExit(f"request {request_id} ended {status}")
-
-    def backend_pid() -> int:
-        return connect(args.database).info.backend_pid
-
-    def close() -> None:
-        global connection
-        if connection is not None:
-            connection.close()
-            connection = None
-
-    result = driver.run(drive, backend_pid, close, deals, args.clients)
+    deals = by_hand.make_deals(db, args.requests)
+    result = by_hand.run(args.database, deals, args.clients, submit, decide, APPROVERS)
     db = connect(args.database)
     state_bytes = db.execute(
         "SELECT avg(pg_column_size(state))::int FROM approval_request WHERE status = 'approved'"
